@@ -1,0 +1,1 @@
+"""verl recipe: GRPO on rollouts from Atropos environments."""

@@ -1,0 +1,305 @@
+"""Client of the real Atropos trajectory API (atroposlib `run-api`) and the advantage rule.
+
+Endpoints used: `GET /`, `POST /register`, `GET /info`, `GET /status`, `GET /batch`. Nothing else
+exists on the server for a trainer (see ../shared/ATROPOS_NOTES.md in the project's workspace).
+
+`/batch` pops data on the server, so every batch this client returns is the caller's to keep:
+each group is validated here, once; invalid groups are dropped with a reason naming the group
+and the field, counted in `stats`, and the rest of the batch is kept.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from recipe.atropos.advantages import AtroposGRPOComputer
+from recipe.atropos.client_config import AtroposClientConfig
+from recipe.atropos.errors import (
+    AtroposNotRegisteredError,
+    AtroposProtocolError,
+    AtroposRegistrationError,
+    AtroposUnavailableError,
+    InvalidGroupError,
+)
+from recipe.atropos.scored_group import InvalidGroup, ScoredGroup, TrajectoryBatch, validate_group
+
+__all__ = ["AtroposEnvironmentClient", "AtroposBatch", "AtroposGRPOComputer", "ClientStats"]
+
+logger = logging.getLogger(__name__)
+
+API_ROOT_MESSAGE = "AtroposLib API"
+
+
+class _RetryableHTTPError(Exception):
+    """A 5xx answer: the server may answer properly on the next try."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self.status_code = response.status_code
+        super().__init__(f"HTTP {response.status_code} from {response.request.method} {response.url}: {response.text[:200]}")
+
+
+@dataclasses.dataclass
+class ClientStats:
+    """Counters since the client was made; the trainer turns them into metrics."""
+
+    batches: int = 0
+    groups_received: int = 0
+    invalid_groups: int = 0
+    invalid_reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    retries: int = 0
+    server_errors: int = 0
+
+
+@dataclasses.dataclass
+class AtroposBatch:
+    """One `/batch` answer after validation."""
+
+    groups: list[ScoredGroup]
+    invalid: list[InvalidGroup]
+    received_groups: int
+    payload_bytes: int
+    wait_s: float = 0.0
+
+    @property
+    def num_sequences(self) -> int:
+        return sum(group.size for group in self.groups)
+
+
+class AtroposEnvironmentClient:
+    """Speaks the Atropos trajectory API with bounded retries, and validates what it receives.
+
+    Args:
+        config: `AtroposClientConfig`, or a mapping of overrides of config/atropos_client.yaml.
+        vocab_size: when given, token ids outside [0, vocab_size) make a group invalid.
+        max_token_len: when given, sequences longer than this make a group invalid.
+        session: a `requests.Session` to reuse (one is made otherwise).
+    """
+
+    def __init__(
+        self,
+        config: AtroposClientConfig | Mapping[str, Any] | None = None,
+        *,
+        vocab_size: int | None = None,
+        max_token_len: int | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.config = config if isinstance(config, AtroposClientConfig) else AtroposClientConfig.from_mapping(config)
+        self.base_url = self.config.api_url.rstrip("/")
+        self.vocab_size = vocab_size
+        self.max_token_len = max_token_len
+        self.session = session or requests.Session()
+        self.stats = ClientStats()
+
+    # ------------------------------------------------------------------ HTTP
+    def _request(self, method: str, path: str, *, json_body: Any = None, budget_s: float | None = None) -> requests.Response:
+        """One API call with retries on connection errors, timeouts and 5xx (never on 4xx).
+
+        `budget_s` bounds the whole call (attempts and backoff); it defaults to max_wait_time.
+        """
+        budget = self.config.max_wait_time if budget_s is None else budget_s
+        deadline = time.monotonic() + budget
+        url = f"{self.base_url}{path}"
+
+        def attempt() -> requests.Response:
+            remaining = deadline - time.monotonic()
+            timeout = max(0.05, min(self.config.timeout, remaining))
+            response = self.session.request(method, url, json=json_body, timeout=timeout)
+            if response.status_code >= 500:
+                self.stats.server_errors += 1
+                raise _RetryableHTTPError(response)
+            if response.status_code >= 400:
+                raise AtroposProtocolError(
+                    f"{method} {path} answered HTTP {response.status_code}: {response.text[:500]}"
+                )
+            return response
+
+        def before_sleep(state: RetryCallState) -> None:
+            self.stats.retries += 1
+            logger.warning(
+                "Atropos %s %s failed (attempt %d/%d): %s; retrying in %.2fs",
+                method, path, state.attempt_number, self.config.retry_attempts,
+                state.outcome.exception() if state.outcome else "?", state.upcoming_sleep,
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, _RetryableHTTPError)),
+            stop=stop_after_attempt(self.config.retry_attempts) | stop_before_delay(budget),
+            wait=wait_exponential_jitter(initial=self.config.retry_delay, max=max(self.config.retry_delay, 10.0),
+                                         jitter=self.config.retry_delay),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except (requests.ConnectionError, requests.Timeout, _RetryableHTTPError) as exc:
+            raise AtroposUnavailableError(
+                f"Atropos API at {self.base_url} unavailable for {method} {path} after retries "
+                f"(budget {budget:.1f}s, {self.config.retry_attempts} attempts): {exc}. "
+                "Is `run-api` running there? Check trainer.atropos.api_url."
+            ) from exc
+
+    def _json(self, response: requests.Response) -> Any:
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise AtroposProtocolError(
+                f"{response.request.method} {response.url} answered non-JSON: {response.content[:200]!r}"
+            ) from exc
+
+    # ------------------------------------------------------------------ API
+    def health(self) -> bool:
+        """True when `GET /` answers the Atropos banner and `GET /status` answers; one try, no retries."""
+        try:
+            root = self._json(self.session.get(f"{self.base_url}/", timeout=self.config.timeout))
+            if not isinstance(root, dict) or root.get("message") != API_ROOT_MESSAGE:
+                logger.warning("%s/ does not look like the Atropos API: %r", self.base_url, root)
+                return False
+            status = self.session.get(f"{self.base_url}/status", timeout=self.config.timeout)
+            return status.status_code == 200
+        except (requests.RequestException, AtroposProtocolError) as exc:
+            logger.info("Atropos API at %s is not healthy: %s", self.base_url, exc)
+            return False
+
+    def status(self) -> dict[str, int]:
+        """`GET /status`: {"current_step", "queue_size"}."""
+        payload = self._json(self._request("GET", "/status"))
+        if not isinstance(payload, dict) or "current_step" not in payload or "queue_size" not in payload:
+            raise AtroposProtocolError(f"/status answered an unexpected shape: {payload!r}")
+        return payload
+
+    def info(self) -> dict[str, int]:
+        """`GET /info`: the registered {"batch_size", "max_token_len"} (-1 when not registered)."""
+        payload = self._json(self._request("GET", "/info"))
+        if not isinstance(payload, dict) or "batch_size" not in payload:
+            raise AtroposProtocolError(f"/info answered an unexpected shape: {payload!r}")
+        return payload
+
+    def register(
+        self,
+        *,
+        batch_size: int,
+        max_token_len: int,
+        num_steps: int,
+        starting_step: int = 0,
+        checkpoint_dir: str = "",
+        save_checkpoint_interval: int = -1,
+        wandb_group: str = "verl_atropos",
+        wandb_project: str = "verl_atropos",
+    ) -> dict[str, Any]:
+        """`POST /register`, then check `/info`: the server silently ignores a registration when it
+        already holds one or when an environment posted first, so a mismatch raises."""
+        payload = self._json(
+            self._request(
+                "POST",
+                "/register",
+                json_body={
+                    "wandb_group": wandb_group,
+                    "wandb_project": wandb_project,
+                    "batch_size": batch_size,
+                    "max_token_len": max_token_len,
+                    "checkpoint_dir": checkpoint_dir,
+                    "save_checkpoint_interval": save_checkpoint_interval,
+                    "starting_step": starting_step,
+                    "num_steps": num_steps,
+                },
+            )
+        )
+        info = self.info()
+        if info.get("batch_size") != batch_size or info.get("max_token_len") != max_token_len:
+            raise AtroposRegistrationError(
+                f"registration did not take: /info reports batch_size={info.get('batch_size')}, "
+                f"max_token_len={info.get('max_token_len')}, we sent batch_size={batch_size}, "
+                f"max_token_len={max_token_len}. The server keeps its first registration and ignores one that "
+                "comes after an environment posted data; restart run-api or call its /reset_data before training."
+            )
+        if self.max_token_len is None:
+            self.max_token_len = max_token_len
+        logger.info("Registered with Atropos at %s: batch_size=%d starting_step=%d", self.base_url, batch_size, starting_step)
+        return payload
+
+    def get_batch(self, *, budget_s: float | None = None) -> AtroposBatch | None:
+        """One `GET /batch`: the validated batch, or None when the server has no full batch yet."""
+        response = self._request("GET", "/batch", budget_s=budget_s)
+        payload = self._json(response)
+        if not isinstance(payload, dict) or "batch" not in payload:
+            raise AtroposProtocolError(f"/batch answered an unexpected shape: {str(payload)[:200]}")
+        if payload.get("status") == "error":
+            raise AtroposNotRegisteredError(f"/batch: {payload.get('message')} (register again)")
+        raw_groups = payload["batch"]
+        if raw_groups is None:
+            return None
+        if not isinstance(raw_groups, list):
+            raise AtroposProtocolError(f"/batch 'batch' must be a list or null, got {type(raw_groups).__name__}")
+
+        groups: list[ScoredGroup] = []
+        invalid: list[InvalidGroup] = []
+        for index, raw in enumerate(raw_groups):
+            try:
+                groups.append(validate_group(raw, index, vocab_size=self.vocab_size, max_token_len=self.max_token_len))
+            except InvalidGroupError as exc:
+                invalid.append(InvalidGroup(exc.group_index, exc.env_id, exc.field, exc.reason))
+                logger.warning("Dropped invalid Atropos group: %s", exc)
+        self.stats.batches += 1
+        self.stats.groups_received += len(raw_groups)
+        self.stats.invalid_groups += len(invalid)
+        self.stats.invalid_reasons.update(bad.field for bad in invalid)
+        return AtroposBatch(groups, invalid, received_groups=len(raw_groups), payload_bytes=len(response.content))
+
+    def poll_batch(self, max_wait_time: float | None = None) -> AtroposBatch | None:
+        """Poll `/batch` until a batch arrives or `max_wait_time` passes.
+
+        The interval between polls of an empty queue starts at `poll_interval` and doubles up to
+        `max_poll_interval`. Returns None when the server answered but had no batch in time;
+        raises AtroposUnavailableError when it could not be reached in time.
+        """
+        wait = self.config.max_wait_time if max_wait_time is None else max_wait_time
+        started = time.monotonic()
+        deadline = started + wait
+        interval = self.config.poll_interval
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                batch = self.get_batch(budget_s=max(remaining, 0.05))
+            except AtroposUnavailableError:
+                if time.monotonic() >= deadline:
+                    raise
+                batch = None
+            if batch is not None:
+                batch.wait_s = time.monotonic() - started
+                return batch
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                logger.warning("No Atropos batch within %.1fs from %s", wait, self.base_url)
+                return None
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 2, self.config.max_poll_interval)
+
+    def trajectory_batch(self, max_wait_time: float | None = None) -> TrajectoryBatch | None:
+        """`poll_batch` as the simplified API's flat `TrajectoryBatch` (None when no batch came)."""
+        batch = self.poll_batch(max_wait_time)
+        if batch is None:
+            return None
+        metadata = {
+            "env_ids": [group.env_id for group in batch.groups],
+            "received_groups": batch.received_groups,
+            "invalid_groups": [bad.message for bad in batch.invalid],
+            "payload_bytes": batch.payload_bytes,
+            "wait_s": batch.wait_s,
+        }
+        return TrajectoryBatch.from_groups(batch.groups, metadata)

@@ -1,0 +1,52 @@
+"""Typed view of the Atropos client settings; defaults come from config/atropos_client.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+DEFAULTS_FILE = Path(__file__).parent / "config" / "atropos_client.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class AtroposClientConfig:
+    api_url: str
+    use_advantages: bool
+    fallback_to_grpo: bool
+    retry_attempts: int
+    retry_delay: float
+    timeout: float
+    max_wait_time: float
+    poll_interval: float
+    max_poll_interval: float
+
+    @classmethod
+    def from_mapping(cls, overrides: Mapping[str, Any] | DictConfig | None = None) -> AtroposClientConfig:
+        """Defaults from the YAML, then `overrides`; unknown keys and bad values raise ValueError."""
+        merged: dict[str, Any] = OmegaConf.to_container(OmegaConf.load(DEFAULTS_FILE), resolve=True)  # type: ignore[assignment]
+        if overrides is not None:
+            if isinstance(overrides, DictConfig):
+                overrides = OmegaConf.to_container(overrides, resolve=True)  # type: ignore[assignment]
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise ValueError(f"trainer.atropos: unknown keys {unknown}; known keys are {sorted(known)}")
+            merged.update(overrides)
+        config = cls(**merged)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if not self.api_url.startswith(("http://", "https://")):
+            raise ValueError(f"trainer.atropos.api_url must start with http:// or https://, got {self.api_url!r}")
+        if self.retry_attempts < 1:
+            raise ValueError(f"trainer.atropos.retry_attempts must be >= 1, got {self.retry_attempts}")
+        for name in ("retry_delay", "timeout", "max_wait_time", "poll_interval", "max_poll_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"trainer.atropos.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_poll_interval < self.poll_interval:
+            raise ValueError("trainer.atropos.max_poll_interval must be >= poll_interval")

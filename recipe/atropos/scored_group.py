@@ -1,0 +1,220 @@
+"""Validated Atropos groups: the one place where data from `/batch` is checked.
+
+A ScoredData group arrives as JSON lists of lists. `validate_group` turns it into flat numpy
+arrays (one concatenation per field, no per-token Python loop) and checks every invariant the
+conversion and the advantage rule rely on; a group that breaks one raises `InvalidGroupError`
+naming the group and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping, Sequence
+from itertools import chain
+from typing import Any
+
+import numpy as np
+
+from recipe.atropos.errors import InvalidGroupError
+
+PROMPT_LABEL = -100  # Atropos masks: -100 on prompt positions, the token id on completion positions.
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredGroup:
+    """One validated group: `n` sequences stored flat (`lengths` splits them)."""
+
+    uid: str
+    group_index: int
+    env_id: int | None
+    lengths: np.ndarray  # int64 (n,)
+    tokens: np.ndarray  # int64 (sum(lengths),)
+    masks: np.ndarray  # int64 (sum(lengths),)
+    scores: np.ndarray  # float64 (n,)
+    advantages: np.ndarray | None  # float32 (sum(lengths),): per-token advantages from the environment
+    inference_logprobs: np.ndarray | None  # float32 (sum(lengths),): 1.0 on prompt positions
+    zero_advantage: np.ndarray  # bool (n,): overrides[i]["set_advantage_to_zero"]
+    overrides: list[dict] | None = None
+    group_overrides: dict | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.lengths.shape[0])
+
+    def split(self, flat: np.ndarray) -> list[np.ndarray]:
+        """Per-sequence views of one of the flat fields."""
+        return np.split(flat, np.cumsum(self.lengths)[:-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class InvalidGroup:
+    """A group dropped at the boundary, with the reason that names it."""
+
+    group_index: int
+    env_id: object
+    field: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"group {self.group_index} (env_id={self.env_id}): field '{self.field}': {self.reason}"
+
+
+@dataclasses.dataclass
+class TrajectoryBatch:
+    """Flat view of one Atropos batch for users of the simplified API: one entry per sequence."""
+
+    tokens: list[list[int]]
+    masks: list[list[int]]
+    scores: list[float]
+    groups: list[int]  # index of the group each sequence belongs to
+    advantages: list[list[float] | None]
+    metadata: dict[str, Any]
+
+    @classmethod
+    def from_groups(cls, groups: Sequence[ScoredGroup], metadata: dict[str, Any]) -> TrajectoryBatch:
+        tokens: list[list[int]] = []
+        masks: list[list[int]] = []
+        scores: list[float] = []
+        group_ids: list[int] = []
+        advantages: list[list[float] | None] = []
+        for position, group in enumerate(groups):
+            tokens.extend(seq.tolist() for seq in group.split(group.tokens))
+            masks.extend(seq.tolist() for seq in group.split(group.masks))
+            scores.extend(group.scores.tolist())
+            group_ids.extend([position] * group.size)
+            if group.advantages is None:
+                advantages.extend([None] * group.size)
+            else:
+                advantages.extend(seq.tolist() for seq in group.split(group.advantages))
+        return cls(tokens, masks, scores, group_ids, advantages, metadata)
+
+
+def _flatten(group_index: int, env_id: object, field: str, rows: Any, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """(flat values, per-row lengths) of a list of lists; raises InvalidGroupError on wrong types."""
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        raise InvalidGroupError(group_index, env_id, field, "must be a list of lists")
+    lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    try:
+        flat = np.fromiter(chain.from_iterable(rows), dtype=dtype, count=int(lengths.sum()))
+    except (TypeError, ValueError) as exc:
+        raise InvalidGroupError(group_index, env_id, field, f"holds a value that is not a {dtype.__name__}: {exc}") from exc
+    return flat, lengths
+
+
+def _check_row_lengths(group_index: int, env_id: object, field: str, lengths: np.ndarray, expected: np.ndarray) -> None:
+    if lengths.shape != expected.shape:
+        raise InvalidGroupError(group_index, env_id, field, f"has {lengths.shape[0]} sequences, tokens has {expected.shape[0]}")
+    bad = np.flatnonzero(lengths != expected)
+    if bad.size:
+        i = int(bad[0])
+        raise InvalidGroupError(
+            group_index, env_id, field, f"{field}[{i}] has length {int(lengths[i])}, tokens[{i}] has {int(expected[i])}"
+        )
+
+
+def _check_finite(group_index: int, env_id: object, field: str, values: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise InvalidGroupError(group_index, env_id, field, f"holds a non-finite value ({values[bad[0]]}) at flat index {int(bad[0])}")
+
+
+def validate_group(
+    raw: Mapping[str, Any],
+    group_index: int,
+    *,
+    vocab_size: int | None = None,
+    max_token_len: int | None = None,
+) -> ScoredGroup:
+    """Check one raw ScoredData dict from `/batch` and return it as a ScoredGroup.
+
+    Raises InvalidGroupError (naming the group and the field) when the group cannot be trained on.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidGroupError(group_index, None, "group", f"must be a JSON object, got {type(raw).__name__}")
+    env_id = raw.get("env_id")
+    for field in ("tokens", "masks", "scores"):
+        if raw.get(field) is None:
+            raise InvalidGroupError(group_index, env_id, field, "is missing")
+
+    tokens, lengths = _flatten(group_index, env_id, "tokens", raw["tokens"], np.int64)
+    n = lengths.shape[0]
+    if n == 0:
+        raise InvalidGroupError(group_index, env_id, "tokens", "the group is empty (no sequences)")
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        raise InvalidGroupError(group_index, env_id, "tokens", f"tokens[{int(empty[0])}] is empty")
+    if max_token_len is not None and int(lengths.max()) > max_token_len:
+        i = int(np.argmax(lengths))
+        raise InvalidGroupError(
+            group_index, env_id, "tokens", f"tokens[{i}] has {int(lengths[i])} tokens, more than max_token_len={max_token_len}"
+        )
+    if tokens.min() < 0 or (vocab_size is not None and tokens.max() >= vocab_size):
+        limit = f"[0, {vocab_size})" if vocab_size is not None else ">= 0"
+        raise InvalidGroupError(group_index, env_id, "tokens", f"holds a token id outside {limit}")
+
+    masks, mask_lengths = _flatten(group_index, env_id, "masks", raw["masks"], np.int64)
+    _check_row_lengths(group_index, env_id, "masks", mask_lengths, lengths)
+    is_completion = masks != PROMPT_LABEL
+    wrong_label = np.flatnonzero(is_completion & (masks != tokens))
+    if wrong_label.size:
+        raise InvalidGroupError(
+            group_index, env_id, "masks", f"flat index {int(wrong_label[0])} is neither -100 nor the token id"
+        )
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    completions_per_sequence = np.add.reduceat(is_completion.astype(np.int64), starts)
+    no_completion = np.flatnonzero(completions_per_sequence == 0)
+    if no_completion.size:
+        raise InvalidGroupError(group_index, env_id, "masks", f"masks[{int(no_completion[0])}] has no completion token")
+
+    scores_raw = raw["scores"]
+    if not isinstance(scores_raw, list):
+        raise InvalidGroupError(group_index, env_id, "scores", "must be a list")
+    if len(scores_raw) != n:
+        raise InvalidGroupError(group_index, env_id, "scores", f"has {len(scores_raw)} scores for {n} sequences")
+    try:
+        scores = np.asarray(scores_raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidGroupError(group_index, env_id, "scores", f"holds a value that is not a number: {exc}") from exc
+    _check_finite(group_index, env_id, "scores", scores)
+
+    per_token: dict[str, np.ndarray | None] = {}
+    for field in ("advantages", "inference_logprobs"):
+        if raw.get(field) is None:
+            per_token[field] = None
+            continue
+        values, field_lengths = _flatten(group_index, env_id, field, raw[field], np.float64)
+        _check_row_lengths(group_index, env_id, field, field_lengths, lengths)
+        _check_finite(group_index, env_id, field, values)
+        per_token[field] = values.astype(np.float32)
+
+    overrides = raw.get("overrides")
+    zero_advantage = np.zeros(n, dtype=bool)
+    if overrides is not None:
+        if not isinstance(overrides, list) or len(overrides) != n:
+            raise InvalidGroupError(group_index, env_id, "overrides", f"must be a list of {n} objects (one per sequence)")
+        for i, item in enumerate(overrides):
+            if item is not None and not isinstance(item, dict):
+                raise InvalidGroupError(group_index, env_id, "overrides", f"overrides[{i}] must be an object or null")
+            zero_advantage[i] = bool(item and item.get("set_advantage_to_zero", False))
+    group_overrides = raw.get("group_overrides")
+    if group_overrides is not None and not isinstance(group_overrides, dict):
+        raise InvalidGroupError(group_index, env_id, "group_overrides", "must be an object")
+    if env_id is not None and not isinstance(env_id, int):
+        raise InvalidGroupError(group_index, env_id, "env_id", "must be an integer")
+
+    return ScoredGroup(
+        uid=uuid.uuid4().hex,
+        group_index=group_index,
+        env_id=env_id,
+        lengths=lengths,
+        tokens=tokens,
+        masks=masks,
+        scores=scores,
+        advantages=per_token["advantages"],
+        inference_logprobs=per_token["inference_logprobs"],
+        zero_advantage=zero_advantage,
+        overrides=overrides,
+        group_overrides=group_overrides,
+    )
