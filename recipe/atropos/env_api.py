@@ -6,6 +6,7 @@ that post prepared groups (replays, fault injection, the interim demo).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import requests
@@ -28,8 +29,17 @@ def register_env(
 
 
 def post_groups(api_url: str, groups: list[dict[str, Any]], *, env_id: int | None = None, timeout: float = 30.0) -> dict:
-    """`POST /scored_data_list` with `env_id` set on every group (when given)."""
+    """`POST /scored_data_list` with `env_id` set on every group (when given).
+
+    Serialised as BaseEnv does (`json.dumps`, NaN and Infinity allowed), so what a careless
+    environment sends reaches the server as it would in a real run.
+    """
     body = [{**group, "env_id": env_id} if env_id is not None else group for group in groups]
-    response = requests.post(f"{api_url.rstrip('/')}/scored_data_list", json=body, timeout=timeout)
+    response = requests.post(
+        f"{api_url.rstrip('/')}/scored_data_list",
+        data=json.dumps(body),
+        headers={"Content-Type": "application/json"},
+        timeout=timeout,
+    )
     response.raise_for_status()
     return response.json()

@@ -1,0 +1,33 @@
+"""Client settings: one source of defaults (the YAML), clear errors for bad keys and values."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from recipe.atropos.client_config import DEFAULTS_FILE, AtroposClientConfig
+
+
+def test_defaults_come_from_the_yaml():
+    config = AtroposClientConfig.from_mapping()
+    yaml = OmegaConf.to_container(OmegaConf.load(DEFAULTS_FILE))
+    assert {k: getattr(config, k) for k in yaml} == yaml
+    assert config.api_url == "http://localhost:8000"
+
+
+def test_overrides_merge_onto_defaults():
+    config = AtroposClientConfig.from_mapping(OmegaConf.create({"api_url": "http://127.0.0.1:9", "timeout": 2.5}))
+    assert (config.api_url, config.timeout, config.retry_attempts) == ("http://127.0.0.1:9", 2.5, 5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"api_urll": "http://x"}, "unknown keys \\['api_urll'\\]"),
+        ({"api_url": "localhost:8000"}, "api_url must start with http"),
+        ({"retry_attempts": 0}, "retry_attempts must be >= 1"),
+        ({"timeout": 0}, "timeout must be > 0"),
+        ({"poll_interval": 3.0, "max_poll_interval": 1.0}, "max_poll_interval must be >= poll_interval"),
+    ],
+)
+def test_bad_settings_name_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        AtroposClientConfig.from_mapping(overrides)
