@@ -21,6 +21,13 @@ from recipe.atropos.errors import InvalidGroupError
 PROMPT_LABEL = -100  # Atropos masks: -100 on prompt positions, the token id on completion positions.
 
 
+def _optional(raw: Mapping[str, Any], field: str) -> Any:
+    """An optional per-sequence field, None when absent. BaseEnv's default `collect_trajectories`
+    sends `[]` (not null) for fields no item filled, so an empty list means absent too."""
+    value = raw.get(field)
+    return None if value is None or (isinstance(value, list) and not value) else value
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoredGroup:
     """One validated group: `n` sequences stored flat (`lengths` splits them)."""
@@ -181,15 +188,16 @@ def validate_group(
 
     per_token: dict[str, np.ndarray | None] = {}
     for field in ("advantages", "inference_logprobs"):
-        if raw.get(field) is None:
+        rows = _optional(raw, field)
+        if rows is None:
             per_token[field] = None
             continue
-        values, field_lengths = _flatten(group_index, env_id, field, raw[field], np.float64)
+        values, field_lengths = _flatten(group_index, env_id, field, rows, np.float64)
         _check_row_lengths(group_index, env_id, field, field_lengths, lengths)
         _check_finite(group_index, env_id, field, values)
         per_token[field] = values.astype(np.float32)
 
-    overrides = raw.get("overrides")
+    overrides = _optional(raw, "overrides")
     zero_advantage = np.zeros(n, dtype=bool)
     if overrides is not None:
         if not isinstance(overrides, list) or len(overrides) != n:

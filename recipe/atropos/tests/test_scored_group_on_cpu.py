@@ -85,3 +85,20 @@ def test_valid_group_round_trips_as_flat_arrays():
     assert flat.groups == [0, 0, 0, 1, 1, 1]
     assert flat.scores == raw["scores"] * 2
     assert flat.metadata == {"k": 1}
+
+
+def test_group_as_base_env_sends_it_without_advantages_is_valid():
+    """BaseEnv's default collect_trajectories sends [] (not null) for fields no item filled."""
+    raw = make_group(np.random.default_rng(5), group_size=2)
+    raw.update({"advantages": [], "inference_logprobs": [], "overrides": [], "ref_logprobs": [], "messages": [],
+                "images": [], "group_overrides": {}})
+    group = validate_group(raw, 0)
+    assert group.advantages is None and group.inference_logprobs is None
+    assert group.zero_advantage.tolist() == [False, False]
+
+
+def test_partially_filled_advantages_are_invalid():
+    raw = make_group(np.random.default_rng(5), group_size=3, with_advantages=True)
+    raw["advantages"] = raw["advantages"][:1]
+    with pytest.raises(InvalidGroupError, match="has 1 sequences, tokens has 3"):
+        validate_group(raw, 0)
