@@ -10,3 +10,11 @@ def run_api(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny random Qwen2 with the real Qwen tokenizer, built once per test session."""
+    from recipe.atropos.tiny_model import build_tiny_qwen2
+
+    return build_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2"))

@@ -1,0 +1,1 @@
+"""Atropos environments shipped with the recipe (each a real `atroposlib.envs.BaseEnv`)."""

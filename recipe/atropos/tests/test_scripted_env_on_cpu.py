@@ -1,0 +1,53 @@
+"""A real BaseEnv process (ScriptedEnv) posting through a real run-api to our client."""
+
+import os
+import sys
+
+from transformers import AutoTokenizer
+
+from recipe.atropos.atropos_integration import AtroposEnvironmentClient
+from recipe.atropos.managed_process import ManagedProcess
+
+GROUP = 4
+
+
+def scripted_env(api_url, tokenizer_dir, log_path):
+    return ManagedProcess(
+        "scripted_env",
+        [sys.executable, "-m", "recipe.atropos.envs.scripted_env", "serve",
+         "--env.rollout_server_url", api_url, "--env.tokenizer_name", str(tokenizer_dir),
+         "--env.group_size", str(GROUP), "--env.use_wandb", "false", "--slurm", "false"],
+        log_path=log_path,
+        env={"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def test_base_env_groups_arrive_valid_with_and_without_advantages(run_api, tiny_model_dir, tmp_path):
+    client = AtroposEnvironmentClient({"api_url": run_api.url, "max_wait_time": 90.0})
+    client.register(batch_size=2 * GROUP, max_token_len=256, num_steps=10)
+    assert client.get_batch() is None
+    env = scripted_env(run_api.url, tiny_model_dir, tmp_path / "env.log").start()
+    try:
+        batches = [client.poll_batch() for _ in range(3)]
+    finally:
+        code = env.stop()
+    log = (tmp_path / "env.log").read_text()
+    assert all(b is not None for b in batches), log[-3000:]
+    groups = [g for b in batches for g in b.groups]
+    assert sum(b.num_sequences for b in batches) == 6 * GROUP
+    assert client.stats.invalid_groups == 0
+    assert {g.advantages is not None for g in groups} == {True, False}
+    assert all(g.env_id == 0 for g in groups)
+    # ScriptedEnv's score is the share of the target token (" yes") in the completion.
+    target = AutoTokenizer.from_pretrained(tiny_model_dir).encode(" yes", add_special_tokens=False)[0]
+    for g in groups:
+        for tokens, masks, score in zip(g.split(g.tokens), g.split(g.masks), g.scores):
+            completion = tokens[masks != -100]
+            assert len(completion) >= 2
+            assert score == (completion == target).sum() / len(completion)
+    assert code is not None
+    try:
+        os.killpg(env.pid, 0)
+        raise AssertionError("the environment's process group outlived stop()")
+    except ProcessLookupError:
+        pass
