@@ -16,11 +16,17 @@ logger = logging.getLogger(__name__)
 
 check_verl_version()
 
-from verl_patches import advantage_patch  # noqa: E402
+from verl_patches import advantage_patch, cpu_mode, trainer_cls_patch  # noqa: E402
 
 advantage_patch.install()
+trainer_cls_patch.install()
+_cpu_mode = cpu_mode.apply()
 
 
 def patches_applied() -> dict[str, bool]:
     """Which patches are active in this process."""
-    return {"grpo_advantage_overrides": advantage_patch.is_active()}
+    return {
+        "grpo_advantage_overrides": advantage_patch.is_active(),
+        "trainer_cls": trainer_cls_patch.is_active(),
+        "cpu_mode": _cpu_mode,
+    }
