@@ -1,0 +1,65 @@
+"""The hf_cpu rollout server: token-in/token-out generation, log-probs, weight loading."""
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from verl_patches.hf_cpu_rollout import HFCPUServer, sample_next_token
+
+
+def make_server(model_dir, response_length=8):
+    config = SimpleNamespace(prompt_length=32, response_length=response_length, max_model_len=None, seed=0)
+    return HFCPUServer(config, SimpleNamespace(local_path=str(model_dir), path=str(model_dir)), replica_rank=0)
+
+
+def generate(server, prompt, **params):
+    return asyncio.run(server.generate("r", prompt_ids=prompt, sampling_params=params))
+
+
+def test_greedy_generation_matches_the_model_and_reports_its_logprobs(tiny_model_dir):
+    server = make_server(tiny_model_dir)
+    prompt = [9707, 1879, 11, 1052]
+    out = generate(server, prompt, temperature=0.0, logprobs=True)
+    assert 1 <= len(out.token_ids) <= 8 and len(out.log_probs) == len(out.token_ids)
+    assert out.extra_fields["global_steps"] == 0
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + out.token_ids])).logits[0]
+    positions = range(len(prompt) - 1, len(prompt) - 1 + len(out.token_ids))
+    expected_tokens = [int(torch.argmax(logits[p])) for p in positions]
+    expected_logprobs = [float(torch.log_softmax(logits[p], -1)[t]) for p, t in zip(positions, out.token_ids)]
+    assert out.token_ids == expected_tokens
+    assert out.log_probs == pytest.approx(expected_logprobs, abs=1e-4)
+
+
+def test_max_tokens_and_context_budget_are_respected(tiny_model_dir):
+    server = make_server(tiny_model_dir)
+    assert len(generate(server, [1, 2, 3], temperature=1.0, max_tokens=3).token_ids) <= 3
+    with pytest.raises(ValueError, match="no room"):
+        generate(server, list(range(100, 140)), temperature=1.0)
+
+
+def test_loaded_weights_change_what_is_served_and_unknown_names_are_refused(tiny_model_dir):
+    server = make_server(tiny_model_dir)
+    before = server.parameter_checksum()
+    state = {name: torch.zeros_like(p) for name, p in server.model.named_parameters() if name.endswith("norm.weight")}
+    assert server.load_weights(state) == len(state) > 0
+    assert server.parameter_checksum() != before
+    assert server.stats()["weight_updates"] == 1
+    server.set_global_steps(7)
+    assert generate(server, [1, 2], temperature=0.0).extra_fields["global_steps"] == 7
+    with pytest.raises(KeyError, match="unknown parameters"):
+        server.load_weights({"not.a.parameter": torch.zeros(1)})
+
+
+def test_sampling_filters():
+    logits = torch.tensor([0.0, 5.0, 1.0, 4.9])
+    gen = torch.Generator().manual_seed(0)
+    assert sample_next_token(logits, 0.0, 1.0, -1, gen) == 1
+    assert {sample_next_token(logits, 1.0, 1.0, 1, gen) for _ in range(20)} == {1}
+    assert {sample_next_token(logits, 1.0, 1.0, 2, gen) for _ in range(50)} <= {1, 3}
+    assert {sample_next_token(logits, 1.0, 0.5, -1, gen) for _ in range(50)} == {1}

@@ -1,0 +1,253 @@
+"""`hf_cpu`: a rollout backend for verl that runs on CPU (verl 0.9.1 has vllm, sglang, trtllm only).
+
+Three pieces, matching verl's async rollout contract:
+- `HFCPUServer`: a Ray actor holding a Hugging Face causal LM in float32 on CPU; token-in /
+  token-out `generate` (what verl's agent loop calls through the server handle), weight loading,
+  and the sleep/wake/abort/KV-cache calls verl makes around weight syncs (no-ops on CPU).
+- `HFCPUReplica`: the `RolloutReplica` that launches one server per replica.
+- `HFCPUServerAdapter`: the `BaseRollout` living in the training worker; `update_weights`
+  drains verl's stream of (name, tensor) pairs and loads them into the server, then records
+  the policy version (global step) the server now serves.
+Registered by `verl_patches.cpu_mode` under `actor_rollout_ref.rollout.name=hf_cpu`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import ray
+import torch
+
+logger = logging.getLogger(__name__)
+
+BACKEND_NAME = "hf_cpu"
+ADAPTER_FQN = "verl_patches.hf_cpu_rollout.HFCPUServerAdapter"
+
+
+def server_actor_name(replica_rank: int) -> str:
+    return f"{BACKEND_NAME}_server_{replica_rank}_0"
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, generator: torch.Generator) -> int:
+    """One token from `logits` (vocab,) with temperature, top-k and nucleus filtering; greedy at temperature 0."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    scores = logits / temperature
+    if 0 < top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if 0 < top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True)
+        cumulative = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
+        drop = cumulative - torch.softmax(sorted_scores, dim=-1) > top_p
+        scores[order[drop]] = float("-inf")
+    probs = torch.softmax(scores, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class HFCPUServer:
+    """The inference server of one replica (a Ray actor; see the module docstring)."""
+
+    def __init__(self, config: Any, model_config: Any, replica_rank: int) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.config = config
+        self.replica_rank = replica_rank
+        path = getattr(model_config, "local_path", None) or model_config.path
+        self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+        self.eos_token_ids = self._eos_ids(self.model.generation_config.eos_token_id)
+        self.max_model_len = int(
+            getattr(config, "max_model_len", None) or (config.prompt_length + config.response_length)
+        )
+        self.global_steps = 0
+        self.weight_updates = 0
+        self._lock = threading.Lock()  # one generation or weight load at a time: 2 cores, shared weights
+        self._generator = torch.Generator().manual_seed(int(getattr(config, "seed", 0) or 0) + replica_rank)
+        torch.set_num_threads(max(1, int(os.environ.get("HF_CPU_ROLLOUT_THREADS", "1"))))
+
+    @staticmethod
+    def _eos_ids(eos: int | Iterable[int] | None) -> set[int]:
+        if eos is None:
+            return set()
+        return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
+
+    def ready(self) -> bool:
+        return True
+
+    def get_server_address(self) -> tuple[str, int]:
+        # verl's agent loop calls this server through its Ray handle; no HTTP endpoint is served.
+        return "127.0.0.1", 0
+
+    def _generate_sync(self, prompt_ids: list[int], sampling_params: dict[str, Any]) -> dict[str, Any]:
+        params = dict(sampling_params)
+        budget = self.max_model_len - len(prompt_ids)
+        if budget < 1:
+            raise ValueError(f"prompt of {len(prompt_ids)} tokens leaves no room within max_model_len={self.max_model_len}")
+        max_tokens = params.pop("max_tokens", params.pop("max_new_tokens", None))
+        if max_tokens is None:
+            max_tokens = min(self.config.response_length, budget)
+        max_tokens = max(1, min(int(max_tokens), budget))
+        temperature = float(params.get("temperature", 1.0))
+        top_p = float(params.get("top_p", 1.0))
+        top_k = int(params.get("top_k", -1) or -1)
+        want_logprobs = bool(params.get("logprobs", False))
+
+        tokens: list[int] = []
+        logprobs: list[float] = []
+        with self._lock, torch.no_grad():
+            input_ids = torch.tensor([prompt_ids], dtype=torch.long)
+            past = None
+            stop_reason = "length"
+            for _ in range(max_tokens):
+                out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                logits = out.logits[0, -1].float()
+                token = sample_next_token(logits, temperature, top_p, top_k, self._generator)
+                tokens.append(token)
+                if want_logprobs:
+                    logprobs.append(float(torch.log_softmax(logits, dim=-1)[token]))
+                if token in self.eos_token_ids:
+                    stop_reason = "completed"
+                    break
+                input_ids = torch.tensor([[token]], dtype=torch.long)
+        return {"token_ids": tokens, "log_probs": logprobs if want_logprobs else None, "stop_reason": stop_reason}
+
+    async def generate(self, request_id: str | None = None, *, prompt_ids: list[int], sampling_params: dict[str, Any], **kwargs: Any):  # noqa: ANN201
+        from verl.workers.rollout.replica import TokenOutput
+
+        result = await asyncio.to_thread(self._generate_sync, list(prompt_ids), sampling_params)
+        result["extra_fields"] = {"global_steps": self.global_steps}
+        return TokenOutput(**result)
+
+    def load_weights(self, named_tensors: dict[str, torch.Tensor]) -> int:
+        """Load a full or partial state dict; unknown names are an error (they would be silently lost)."""
+        with self._lock:
+            own = self.model.state_dict()
+            unknown = sorted(set(named_tensors) - set(own))
+            if unknown:
+                raise KeyError(f"{BACKEND_NAME}: weights for unknown parameters {unknown[:5]} (and {max(0, len(unknown) - 5)} more)")
+            with torch.no_grad():
+                for name, tensor in named_tensors.items():
+                    own[name].copy_(tensor.to(own[name].dtype))
+            self.weight_updates += 1
+        return len(named_tensors)
+
+    def set_global_steps(self, global_steps: int) -> None:
+        self.global_steps = int(global_steps)
+
+    def stats(self) -> dict[str, int]:
+        return {"global_steps": self.global_steps, "weight_updates": self.weight_updates}
+
+    def parameter_checksum(self) -> float:
+        with self._lock, torch.no_grad():
+            return float(sum(p.double().sum() for p in self.model.parameters()))
+
+    # The calls verl makes around sleep/wake and weight syncs: nothing to free or restore on CPU.
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        return None
+
+    def sleep(self) -> None:
+        return None
+
+    def abort_all_requests(self, reject_request: bool = False) -> None:
+        return None
+
+    def resume_generation(self) -> None:
+        return None
+
+    def clear_kv_cache(self) -> None:
+        return None
+
+    def release_kv_cache(self) -> None:
+        return None
+
+    def resume_kv_cache(self) -> None:
+        return None
+
+    def start_profile(self, **kwargs: Any) -> None:
+        return None
+
+    def stop_profile(self) -> None:
+        return None
+
+
+def _replica_class() -> type:
+    from verl.workers.rollout.replica import RolloutReplica
+
+    class HFCPUReplica(RolloutReplica):
+        async def launch_servers(self) -> None:
+            server_cls = ray.remote(HFCPUServer)
+            server = server_cls.options(
+                name=server_actor_name(self.replica_rank), num_cpus=0, max_concurrency=self.max_concurrency
+            ).remote(config=self.config, model_config=self.model_config, replica_rank=self.replica_rank)
+            await server.ready.remote()
+            self.servers = [server]
+            self._server_handle = server
+            host, port = await server.get_server_address.remote()
+            self._server_address = f"{host}:{port}"
+
+    return HFCPUReplica
+
+
+def _adapter_base() -> type:
+    from verl.workers.rollout.base import BaseRollout
+
+    return BaseRollout
+
+
+class HFCPUServerAdapter(_adapter_base()):
+    """The worker-side handle of the replica's server (see the module docstring)."""
+
+    def __init__(self, config: Any, model_config: Any, device_mesh: Any, replica_rank: int = -1) -> None:
+        super().__init__(config, model_config, device_mesh)
+        rank = int(os.environ.get("RANK", "0"))
+        world = self.config.tensor_model_parallel_size * self.config.data_parallel_size * self.config.pipeline_model_parallel_size
+        self.replica_rank = rank // world if replica_rank == -1 else replica_rank
+        self.has_server = rank % world == 0
+        self._server = None
+
+    def _server_handle(self):  # noqa: ANN202
+        if self._server is None:
+            self._server = ray.get_actor(server_actor_name(self.replica_rank))
+        return self._server
+
+    async def resume(self, tags: list[str]) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+    @torch.no_grad()
+    async def update_weights(self, weights, global_steps: int | None = None, wire_format: str = "named_tensors", **kwargs: Any) -> None:  # noqa: ANN001
+        if wire_format != "named_tensors":
+            raise NotImplementedError(f"{BACKEND_NAME} rollout supports wire_format='named_tensors', got {wire_format!r}")
+        # Every rank drains the stream (it may hold collectives); the server's rank sends it on.
+        state = {}
+        for name, tensor in weights:
+            if hasattr(tensor, "full_tensor"):
+                tensor = tensor.full_tensor()
+            if self.has_server:
+                state[name] = tensor.detach().to("cpu", copy=True)
+        if not self.has_server:
+            return
+        server = self._server_handle()
+        loaded = await server.load_weights.remote(state)
+        if global_steps is not None:
+            await server.set_global_steps.remote(global_steps)
+        logger.info("%s: loaded %d tensors into replica %d (global step %s)", BACKEND_NAME, loaded, self.replica_rank, global_steps)
+
+
+def replica_class() -> type:
+    """The HFCPUReplica class (built on first use: verl's replica module is heavy to import)."""
+    global _REPLICA_CLASS
+    if _REPLICA_CLASS is None:
+        _REPLICA_CLASS = _replica_class()
+    return _REPLICA_CLASS
+
+
+_REPLICA_CLASS: type | None = None
