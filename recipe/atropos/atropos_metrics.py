@@ -1,0 +1,41 @@
+"""`atropos/*` metrics of one trained Atropos batch (logged through verl's Tracking)."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+from verl import DataProto
+
+from recipe.atropos.atropos_data import META_TRUNCATED_PROMPTS, META_TRUNCATED_RESPONSES
+from recipe.atropos.atropos_integration import AtroposBatch
+
+
+def atropos_batch_metrics(batch: AtroposBatch, data: DataProto, env_names: dict[int, str] | None = None) -> dict[str, float]:
+    groups = batch.groups
+    scores = np.concatenate([g.scores for g in groups])
+    identical = [bool(np.all(g.scores == g.scores[0])) for g in groups]
+    rows = data.batch["response_mask"].shape[0]
+    metrics: dict[str, float] = {
+        "atropos/batch_groups": float(len(groups)),
+        "atropos/total_sequences": float(rows),
+        "atropos/mean_score": float(scores.mean()),
+        "atropos/identical_score_rate": float(np.mean(identical)),
+        "atropos/override_fraction": float(data.batch["advantage_override_mask"].float().mean()),
+        "atropos/zeroed_fraction": float(data.batch["advantage_zero_mask"].float().mean()),
+        "atropos/invalid_groups": float(len(batch.invalid)),
+        "atropos/poll_wait_s": float(batch.wait_s),
+        "atropos/avg_response_length": float(data.batch["response_mask"].sum(-1).float().mean()),
+        "atropos/truncated_prompts": float(data.meta_info.get(META_TRUNCATED_PROMPTS, 0)),
+        "atropos/truncated_responses": float(data.meta_info.get(META_TRUNCATED_RESPONSES, 0)),
+        "atropos/payload_mb": batch.payload_bytes / 1e6,
+    }
+    for field, count in collections.Counter(bad.field for bad in batch.invalid).items():
+        metrics[f"atropos/invalid/{field}"] = float(count)
+    per_env = collections.Counter()
+    for g in groups:
+        per_env[g.env_id] += g.size
+    for env_id, count in per_env.items():
+        name = (env_names or {}).get(env_id, str(env_id))
+        metrics[f"atropos/env_share/{name}"] = count / rows
+    return metrics

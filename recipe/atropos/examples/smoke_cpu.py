@@ -1,0 +1,109 @@
+"""CPU smoke run: real `run-api`, a BaseEnv environment posting groups, and 3 GRPO steps of
+`python -m verl.trainer.main_ppo ... trainer_cls=RayGRPOAtroposTrainer` on a tiny Qwen2.
+
+Exits 0 only when every step trained on an Atropos batch with `actor/grad_norm > 0`; prints the
+step metrics. Every process it starts is stopped by PID (process group) on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from recipe.atropos.api_process import RunApiProcess
+from recipe.atropos.local_dataset import write_arithmetic_parquet
+from recipe.atropos.managed_process import ManagedProcess
+from recipe.atropos.tiny_model import build_tiny_qwen2
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+TRAINER_CLS = "recipe.atropos.grpo_atropos_trainer.RayGRPOAtroposTrainer"
+SHOWN = ("atropos/mean_score", "atropos/override_fraction", "atropos/invalid_groups", "atropos/poll_wait_s",
+         "actor/grad_norm", "actor/pg_loss", "critic/advantages/max", "timing_s/step")
+
+
+def trainer_command(model: Path, data: Path, api_url: str, workdir: Path, steps: int, extra: list[str]) -> list[str]:
+    return [
+        sys.executable, "-m", "verl.trainer.main_ppo",
+        "--config-path", str(CONFIG_DIR), "--config-name", "gsm8k_grpo_example",
+        f"trainer_cls={TRAINER_CLS}", "+platform=cpu",
+        f"trainer.total_training_steps={steps}",
+        f"actor_rollout_ref.model.path={model}",
+        f"data.train_files={data}", f"data.val_files={data}",
+        f"trainer.atropos.api_url={api_url}",
+        f"trainer.default_local_dir={workdir / 'checkpoints'}",
+        f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={workdir / 'metrics.jsonl'}",
+        *extra,
+    ]
+
+
+def env_command(model: Path, api_url: str, group_size: int) -> list[str]:
+    return [
+        sys.executable, "-m", "recipe.atropos.envs.scripted_env", "serve",
+        "--env.rollout_server_url", api_url, "--env.tokenizer_name", str(model),
+        "--env.group_size", str(group_size), "--env.use_wandb", "false", "--slurm", "false",
+    ]
+
+
+def read_steps(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run(workdir: Path, steps: int, timeout: float, extra: list[str]) -> int:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "metrics.jsonl").unlink(missing_ok=True)
+    model = build_tiny_qwen2(workdir / "tiny_qwen2")
+    data = write_arithmetic_parquet(workdir / "train.parquet", n=32)
+    env_vars = {"VERL_PLATFORM": "cpu", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                "VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl"), "RAY_DEDUP_LOGS": "0"}
+    started = time.monotonic()
+    with RunApiProcess(log_path=workdir / "run-api.log") as api:
+        env = ManagedProcess("scripted_env", env_command(model, api.url, group_size=4),
+                             log_path=workdir / "env.log", env=env_vars)
+        trainer = ManagedProcess("trainer", trainer_command(model, data, api.url, workdir, steps, extra),
+                                 log_path=workdir / "trainer.log", env=env_vars)
+        try:
+            env.start()
+            trainer.start()
+            print(f"run-api pid {api.pid} ({api.url}), env pid {env.pid}, trainer pid {trainer.pid}; logs in {workdir}")
+            try:
+                code = trainer.process.wait(timeout=timeout)
+            except Exception:  # noqa: BLE001  (TimeoutExpired: reported below, then stopped)
+                print(f"trainer did not finish within {timeout:.0f}s")
+                code = None
+        finally:
+            trainer.stop()
+            env.stop()
+    records = read_steps(workdir / "metrics.jsonl")
+    for record in records:
+        data_ = record["data"]
+        shown = " ".join(f"{k}={data_[k]:.4g}" for k in SHOWN if k in data_)
+        print(f"step {record['step']}: {shown}")
+    wall = time.monotonic() - started
+    grads = [r["data"].get("actor/grad_norm", 0.0) for r in records]
+    from_atropos = [r["data"].get("atropos/from_atropos", 0.0) for r in records]
+    ok = code == 0 and len(records) == steps and all(g > 0 for g in grads) and all(f == 1.0 for f in from_atropos)
+    print(f"smoke: {'PASS' if ok else 'FAIL'}: trainer exit {code}, {len(records)}/{steps} steps, "
+          f"grad_norm {grads}, from_atropos {from_atropos}, wall {wall:.0f}s")
+    if not ok:
+        print(f"--- last lines of {workdir / 'trainer.log'} ---")
+        print("\n".join((workdir / "trainer.log").read_text(errors="replace").splitlines()[-40:]))
+    return 0 if ok else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("outputs/smoke_cpu"))
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the trainer")
+    args = parser.parse_args()
+    sys.exit(run(args.workdir.resolve(), args.steps, args.timeout, args.overrides))
+
+
+if __name__ == "__main__":
+    main()

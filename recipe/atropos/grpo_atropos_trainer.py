@@ -1,0 +1,265 @@
+"""RayGRPOAtroposTrainer: verl's legacy RayPPOTrainer training GRPO on batches from Atropos.
+
+Each step takes a batch from the Atropos trajectory API (validated groups -> DataProto), or, when
+Atropos is unavailable and `trainer.atropos.fallback_to_grpo` is on, generates one with verl's own
+rollout on `data.train_files` (standard GRPO). Then verl's own pieces: balance, old log-probs,
+reference log-probs, advantages through `compute_advantage` (patched by verl_patches for
+token-level overrides), actor update, checkpoint, weight sync to the rollout replicas, metrics
+through verl's Tracking. The Atropos logic lives in the client, data and advantage modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+from verl import DataProto
+from verl.trainer.ppo import ray_trainer
+from verl.trainer.ppo.core_algos import agg_loss
+from verl.trainer.ppo.metric_utils import compute_data_metrics, compute_throughout_metrics, compute_timing_metrics
+from verl.trainer.ppo.ray_trainer import RayPPOTrainer, apply_kl_penalty, compute_response_mask
+from verl.trainer.ppo.reward import extract_reward
+from verl.utils.debug import marked_timer
+from verl.utils.metric import reduce_metrics
+from verl.utils.tracking import Tracking
+
+from recipe.atropos.advantages import META_USE_ADVANTAGES
+from recipe.atropos.atropos_data import scored_data_to_dataproto
+from recipe.atropos.atropos_integration import AtroposBatch, AtroposEnvironmentClient
+from recipe.atropos.atropos_metrics import atropos_batch_metrics
+from recipe.atropos.client_config import AtroposClientConfig
+from recipe.atropos.errors import AtroposNotRegisteredError, AtroposUnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+class AtroposStopError(RuntimeError):
+    """Atropos gave no batch within max_wait_time and fallback_to_grpo is off."""
+
+
+class RayGRPOAtroposTrainer(RayPPOTrainer):
+    """GRPO on Atropos environments' rollouts through verl's Ray/FSDP workers (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        data_cfg = self.config.data
+        self.atropos_config = AtroposClientConfig.from_mapping(self.config.trainer.get("atropos"))
+        self.max_prompt_length = int(data_cfg.max_prompt_length)
+        self.max_response_length = int(data_cfg.max_response_length)
+        # Sequences per step, as in verl's GRPO: prompts per batch x responses per prompt.
+        self.sequences_per_step = int(data_cfg.train_batch_size) * int(self.config.actor_rollout_ref.rollout.n)
+        self.client = AtroposEnvironmentClient(
+            self.atropos_config,
+            vocab_size=len(self.tokenizer),
+            max_token_len=self.max_prompt_length + self.max_response_length,
+        )
+        self.registered = False
+        self.fallback_steps = 0
+        self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+
+    # ------------------------------------------------------------------ Atropos side
+    def _register(self) -> AtroposBatch | None:
+        """Register with the step count we resume from, then open the API to environments (its first
+        `/batch`). A batch that first call returns is kept: `/batch` pops it on the server."""
+        completed_steps = self.global_steps - 1
+        self.client.register(
+            batch_size=self.sequences_per_step,
+            max_token_len=self.max_prompt_length + self.max_response_length,
+            num_steps=self.total_training_steps,
+            starting_step=completed_steps,
+            checkpoint_dir=str(self.config.trainer.default_local_dir),
+            save_checkpoint_interval=int(self.config.trainer.save_freq),
+            wandb_group=str(self.config.trainer.experiment_name),
+            wandb_project=str(self.config.trainer.project_name),
+        )
+        self.registered = True
+        return self.client.get_batch()
+
+    def _poll_atropos(self) -> AtroposBatch | None:
+        """A batch from Atropos, or None when it is unavailable or sent nothing in time."""
+        fallback = self.atropos_config.fallback_to_grpo
+        if fallback and not self.client.health():
+            logger.warning("Atropos API at %s is not answering: step %d falls back to GRPO on the local dataset",
+                           self.client.base_url, self.global_steps)
+            self.registered = False
+            return None
+        try:
+            if not self.registered:
+                batch = self._register()
+                if batch is not None and batch.groups:
+                    return batch
+            try:
+                return self.client.poll_batch()
+            except AtroposNotRegisteredError:
+                logger.warning("Atropos lost its registration (restarted or reset): registering again at step %d",
+                               self.global_steps - 1)
+                self.registered = False
+                batch = self._register()
+                return batch if batch is not None and batch.groups else self.client.poll_batch()
+        except AtroposUnavailableError as exc:
+            self.registered = False
+            if not fallback:
+                raise AtroposStopError(
+                    f"Atropos unavailable for {self.atropos_config.max_wait_time:.0f}s and "
+                    f"trainer.atropos.fallback_to_grpo is false: stopping at step {self.global_steps}. ({exc})"
+                ) from exc
+            logger.warning("%s; step %d falls back to GRPO on the local dataset", exc, self.global_steps)
+            return None
+
+    def _atropos_dataproto(self, batch: AtroposBatch) -> DataProto:
+        data = scored_data_to_dataproto(
+            batch.groups,
+            pad_token_id=self.pad_token_id,
+            max_prompt_length=self.max_prompt_length,
+            max_response_length=self.max_response_length,
+        )
+        data.meta_info[META_USE_ADVANTAGES] = self.atropos_config.use_advantages
+        data.meta_info["temperature"] = self.config.actor_rollout_ref.rollout.temperature
+        return data
+
+    # ------------------------------------------------------------------ fallback side
+    def _local_batches(self) -> Iterator[dict]:
+        while True:
+            yield from self.train_dataloader
+
+    def _generate_local_batch(self, local_batches: Iterator[dict], timing_raw: dict) -> DataProto:
+        """verl's standard GRPO batch: prompts from data.train_files, responses from verl's rollout."""
+        batch = DataProto.from_single_dict(next(local_batches))
+        batch.meta_info["temperature"] = self.config.actor_rollout_ref.rollout.temperature
+        batch.non_tensor_batch["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(batch.batch))], dtype=object)
+        gen_batch = self._get_gen_batch(batch)
+        gen_batch.meta_info["global_steps"] = self.global_steps
+        n = self.config.actor_rollout_ref.rollout.n
+        with marked_timer("gen", timing_raw, color="red"):
+            output = self.async_rollout_manager.generate_sequences(gen_batch.repeat(repeat_times=n, interleave=True))
+            timing_raw.update(output.meta_info.pop("timing", {}))
+        batch = batch.repeat(repeat_times=n, interleave=True).union(output)
+        if "response_mask" not in batch.batch.keys():
+            batch.batch["response_mask"] = compute_response_mask(batch)
+        with marked_timer("reward", timing_raw, color="yellow"):
+            reward_tensor, _ = extract_reward(batch)
+        batch.batch["token_level_scores"] = reward_tensor
+        return batch
+
+    # ------------------------------------------------------------------ the step
+    def _next_batch(self, local_batches: Iterator[dict], timing_raw: dict) -> tuple[DataProto, dict[str, float]]:
+        with marked_timer("atropos_poll", timing_raw, color="blue"):
+            atropos_batch = self._poll_atropos()
+        if atropos_batch is not None and atropos_batch.groups:
+            with marked_timer("atropos_convert", timing_raw, color="blue"):
+                data = self._atropos_dataproto(atropos_batch)
+            metrics = atropos_batch_metrics(atropos_batch, data)
+            metrics["atropos/fallback_steps"] = float(self.fallback_steps)
+            metrics["atropos/from_atropos"] = 1.0
+            return data, metrics
+        if atropos_batch is not None:  # a batch whose every group was invalid
+            logger.warning("Atropos batch at step %d had no valid group (%d dropped)", self.global_steps,
+                           len(atropos_batch.invalid))
+        self.fallback_steps += 1
+        data = self._generate_local_batch(local_batches, timing_raw)
+        metrics = {"atropos/fallback_steps": float(self.fallback_steps), "atropos/from_atropos": 0.0}
+        if atropos_batch is not None:
+            metrics["atropos/invalid_groups"] = float(len(atropos_batch.invalid))
+        return data, metrics
+
+    def _train_on_batch(self, batch: DataProto, metrics: dict, timing_raw: dict) -> DataProto:
+        """verl's GRPO update on a ready batch (prompts, responses, masks, token_level_scores, uid)."""
+        # Colocated rollout engines give their accelerator memory back for training.
+        self.checkpoint_manager.sleep_replicas()
+        if self.config.trainer.balance_batch:
+            self._balance_batch(batch, metrics=metrics)
+        batch.meta_info["global_token_num"] = torch.sum(batch.batch["attention_mask"], dim=-1).tolist()
+        batch.meta_info.setdefault("images_seqlens", [])
+
+        with marked_timer("old_log_prob", timing_raw, color="blue"):
+            old_log_prob, old_log_prob_mfu = self._compute_old_log_prob(batch)
+            actor_cfg = self.config.actor_rollout_ref.actor
+            entropy = agg_loss(
+                loss_mat=old_log_prob.batch["entropys"],
+                loss_mask=batch.batch["response_mask"],
+                loss_agg_mode=actor_cfg.loss_agg_mode,
+                loss_scale_factor=actor_cfg.loss_scale_factor,
+            )
+            metrics.update({"actor/entropy": entropy.detach().item(), "perf/mfu/actor_infer": old_log_prob_mfu})
+            old_log_prob.batch.pop("entropys")
+            batch = batch.union(old_log_prob)
+        if self.use_reference_policy:
+            with marked_timer("ref", timing_raw, color="olive"):
+                batch = batch.union(self._compute_ref_log_prob(batch))
+
+        with marked_timer("adv", timing_raw, color="brown"):
+            if self.config.algorithm.use_kl_in_reward:
+                batch, kl_metrics = apply_kl_penalty(batch, kl_ctrl=self.kl_ctrl_in_reward,
+                                                     kl_penalty=self.config.algorithm.kl_penalty)
+                metrics.update(kl_metrics)
+            else:
+                batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]
+            rollout_corr = self.config.algorithm.get("rollout_correction", None)
+            if rollout_corr is not None and "rollout_log_probs" in batch.batch.keys():
+                from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
+
+                batch, is_metrics = compute_rollout_correction_and_add_to_batch(batch, rollout_corr)
+                metrics.update(is_metrics)
+            # Looked up at call time: verl_patches wraps this module attribute.
+            batch = ray_trainer.compute_advantage(
+                batch,
+                adv_estimator=self.config.algorithm.adv_estimator,
+                gamma=self.config.algorithm.gamma,
+                lam=self.config.algorithm.lam,
+                num_repeat=self.config.actor_rollout_ref.rollout.n,
+                norm_adv_by_std_in_grpo=self.config.algorithm.get("norm_adv_by_std_in_grpo", True),
+                config=self.config.algorithm,
+            )
+
+        with marked_timer("update_actor", timing_raw, color="red"):
+            actor_output = self._update_actor(batch)
+        metrics.update(reduce_metrics(actor_output.meta_info["metrics"]))
+
+        save_freq = self.config.trainer.save_freq
+        if save_freq > 0 and (self.global_steps >= self.total_training_steps or self.global_steps % save_freq == 0):
+            with marked_timer("save_checkpoint", timing_raw, color="green"):
+                self._save_checkpoint()
+        with marked_timer("update_weights", timing_raw, color="red"):
+            self.checkpoint_manager.update_weights(self.global_steps)
+        return batch
+
+    def fit(self) -> None:
+        tracking = Tracking(
+            project_name=self.config.trainer.project_name,
+            experiment_name=self.config.trainer.experiment_name,
+            default_backend=self.config.trainer.logger,
+            config=OmegaConf.to_container(self.config, resolve=True),
+        )
+        self.global_steps = 0
+        self._load_checkpoint()
+        self.checkpoint_manager.update_weights(self.global_steps)
+        progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="Atropos GRPO")
+        self.global_steps += 1
+        local_batches = self._local_batches()
+        try:
+            while self.global_steps <= self.total_training_steps:
+                metrics: dict[str, float] = {}
+                timing_raw: dict[str, float] = {}
+                with marked_timer("step", timing_raw):
+                    batch, source_metrics = self._next_batch(local_batches, timing_raw)
+                    metrics.update(source_metrics)
+                    batch = self._train_on_batch(batch, metrics, timing_raw)
+                metrics["training/global_step"] = self.global_steps
+                metrics["atropos/invalid_groups_total"] = float(self.client.stats.invalid_groups)
+                metrics.update(compute_data_metrics(batch=batch, use_critic=self.use_critic))
+                metrics.update(compute_timing_metrics(batch=batch, timing_raw=timing_raw))
+                metrics.update(compute_throughout_metrics(batch=batch, timing_raw=timing_raw,
+                                                          n_gpus=self.resource_pool_manager.get_n_gpus()))
+                tracking.log(data=metrics, step=self.global_steps)
+                progress.set_postfix(score=f"{metrics.get('critic/score/mean', float('nan')):.3f}",
+                                     source="atropos" if metrics["atropos/from_atropos"] else "local")
+                progress.update(1)
+                self.global_steps += 1
+        finally:
+            progress.close()
