@@ -1,0 +1,52 @@
+"""Fallback to standard GRPO: the Atropos API is down at start and comes up after step 1.
+
+Step 1 trains on the local dataset through verl's own rollout (hf_cpu); once the API answers, the
+trainer registers and the following steps train on the environment's groups."""
+
+import time
+
+from recipe.atropos.api_process import RunApiProcess, free_loopback_port
+from recipe.atropos.examples.smoke_cpu import env_command, read_steps, trainer_command
+from recipe.atropos.local_dataset import write_arithmetic_parquet
+from recipe.atropos.managed_process import ManagedProcess
+
+STEPS = 4
+
+
+def test_api_down_at_start_then_up(tmp_path, tiny_model_dir):
+    data = write_arithmetic_parquet(tmp_path / "train.parquet", n=32)
+    port = free_loopback_port()
+    url = f"http://127.0.0.1:{port}"
+    env_vars = {"VERL_PLATFORM": "cpu", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+                "VERL_FILE_LOGGER_PATH": str(tmp_path / "metrics.jsonl")}
+    trainer = ManagedProcess(
+        "trainer",
+        trainer_command(tiny_model_dir, data, url, tmp_path, STEPS,
+                        ["trainer.atropos.retry_delay=0.2", "trainer.atropos.max_wait_time=120"]),
+        log_path=tmp_path / "trainer.log", env=env_vars,
+    ).start()
+    api = RunApiProcess(port=port, log_path=tmp_path / "run-api.log")
+    env = ManagedProcess("env", env_command(tiny_model_dir, url, group_size=4), log_path=tmp_path / "env.log", env=env_vars)
+    try:
+        deadline = time.monotonic() + 600
+        while not read_steps(tmp_path / "metrics.jsonl") and trainer.running() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        api.start()
+        env.start()
+        code = trainer.process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        trainer.stop()
+        env.stop()
+        api.stop()
+    log_tail = "\n".join((tmp_path / "trainer.log").read_text(errors="replace").splitlines()[-30:])
+    assert code == 0, log_tail
+    steps = [r["data"] for r in read_steps(tmp_path / "metrics.jsonl")]
+    assert len(steps) == STEPS, log_tail
+    sources = [s["atropos/from_atropos"] for s in steps]
+    assert sources[0] == 0.0 and steps[0]["atropos/fallback_steps"] == 1.0
+    assert sources[-1] == 1.0
+    first_atropos = sources.index(1.0)
+    assert all(sources[first_atropos:]), sources  # once Atropos answers, every step uses it
+    assert steps[-1]["atropos/fallback_steps"] == first_atropos
+    # the fallback step really ran verl's rollout on the local prompts
+    assert steps[0]["response_length/mean"] > 0 and "timing_s/gen" in steps[0]
