@@ -24,11 +24,19 @@ SHOWN = ("atropos/mean_score", "atropos/override_fraction", "atropos/invalid_gro
          "actor/grad_norm", "actor/pg_loss", "critic/advantages/max", "timing_s/step")
 
 
-def trainer_command(model: Path, data: Path, api_url: str, workdir: Path, steps: int, extra: list[str]) -> list[str]:
+ENTRIES = {
+    # verl's own CLI with the recipe config and the trainer_cls key verl_patches adds
+    "main_ppo": ["-m", "verl.trainer.main_ppo", "--config-path", str(CONFIG_DIR), "--config-name", "gsm8k_grpo_example",
+                 f"trainer_cls={TRAINER_CLS}"],
+    # the recipe's Hydra entry (same config by default)
+    "main_atropos": ["-m", "recipe.atropos.main_atropos"],
+}
+
+
+def trainer_command(model: Path, data: Path, api_url: str, workdir: Path, steps: int, extra: list[str],
+                    entry: str = "main_ppo") -> list[str]:
     return [
-        sys.executable, "-m", "verl.trainer.main_ppo",
-        "--config-path", str(CONFIG_DIR), "--config-name", "gsm8k_grpo_example",
-        f"trainer_cls={TRAINER_CLS}", "+platform=cpu",
+        sys.executable, *ENTRIES[entry], "+platform=cpu",
         f"trainer.total_training_steps={steps}",
         f"actor_rollout_ref.model.path={model}",
         f"data.train_files={data}", f"data.val_files={data}",
@@ -53,7 +61,7 @@ def read_steps(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run(workdir: Path, steps: int, timeout: float, extra: list[str]) -> int:
+def run(workdir: Path, steps: int, timeout: float, extra: list[str], entry: str = "main_ppo") -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "metrics.jsonl").unlink(missing_ok=True)
     model = build_tiny_qwen2(workdir / "tiny_qwen2")
@@ -64,7 +72,7 @@ def run(workdir: Path, steps: int, timeout: float, extra: list[str]) -> int:
     with RunApiProcess(log_path=workdir / "run-api.log") as api:
         env = ManagedProcess("scripted_env", env_command(model, api.url, group_size=4),
                              log_path=workdir / "env.log", env=env_vars)
-        trainer = ManagedProcess("trainer", trainer_command(model, data, api.url, workdir, steps, extra),
+        trainer = ManagedProcess("trainer", trainer_command(model, data, api.url, workdir, steps, extra, entry),
                                  log_path=workdir / "trainer.log", env=env_vars)
         try:
             env.start()
@@ -100,9 +108,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("outputs/smoke_cpu"))
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--entry", choices=sorted(ENTRIES), default="main_ppo")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the trainer")
     args = parser.parse_args()
-    sys.exit(run(args.workdir.resolve(), args.steps, args.timeout, args.overrides))
+    sys.exit(run(args.workdir.resolve(), args.steps, args.timeout, args.overrides, args.entry))
 
 
 if __name__ == "__main__":

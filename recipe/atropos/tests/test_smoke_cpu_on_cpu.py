@@ -18,3 +18,11 @@ def test_three_atropos_steps_train_with_gradients(tmp_path, capsys):
         assert 0 < metrics["atropos/override_fraction"] < 1  # the environment sends token-level advantages on some groups
         assert metrics["atropos/invalid_groups"] == 0
     assert "smoke: PASS" in out
+
+
+def test_hydra_entry_trains_a_step(tmp_path, capsys):
+    """`python -m recipe.atropos.main_atropos` runs the same trainer with the recipe config as default."""
+    code = run(tmp_path, steps=1, timeout=900, extra=[], entry="main_atropos")
+    assert code == 0, capsys.readouterr().out[-4000:]
+    (record,) = read_steps(tmp_path / "metrics.jsonl")
+    assert record["data"]["atropos/from_atropos"] == 1.0 and record["data"]["actor/grad_norm"] > 0
