@@ -75,6 +75,7 @@ class AtroposBatch:
     received_groups: int
     payload_bytes: int
     wait_s: float = 0.0
+    raw: list = dataclasses.field(default_factory=list, repr=False)  # the groups as received (for the journal)
 
     @property
     def num_sequences(self) -> int:
@@ -247,6 +248,10 @@ class AtroposEnvironmentClient:
         if not isinstance(raw_groups, list):
             raise AtroposProtocolError(f"/batch 'batch' must be a list or null, got {type(raw_groups).__name__}")
 
+        return self.validate_batch(raw_groups, payload_bytes=len(response.content))
+
+    def validate_batch(self, raw_groups: list, *, payload_bytes: int = 0) -> AtroposBatch:
+        """Validate raw groups (from `/batch` or a journal replay); invalid ones are dropped, logged, counted."""
         groups: list[ScoredGroup] = []
         invalid: list[InvalidGroup] = []
         for index, raw in enumerate(raw_groups):
@@ -259,7 +264,7 @@ class AtroposEnvironmentClient:
         self.stats.groups_received += len(raw_groups)
         self.stats.invalid_groups += len(invalid)
         self.stats.invalid_reasons.update(bad.field for bad in invalid)
-        return AtroposBatch(groups, invalid, received_groups=len(raw_groups), payload_bytes=len(response.content))
+        return AtroposBatch(groups, invalid, received_groups=len(raw_groups), payload_bytes=payload_bytes, raw=raw_groups)
 
     def poll_batch(self, max_wait_time: float | None = None) -> AtroposBatch | None:
         """Poll `/batch` until a batch arrives or `max_wait_time` passes.

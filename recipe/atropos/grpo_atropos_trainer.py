@@ -6,11 +6,16 @@ rollout on `data.train_files` (standard GRPO). Then verl's own pieces: balance, 
 reference log-probs, advantages through `compute_advantage` (patched by verl_patches for
 token-level overrides), actor update, checkpoint, weight sync to the rollout replicas, metrics
 through verl's Tracking. The Atropos logic lives in the client, data and advantage modules.
+
+Nothing is lost on a crash: each pulled batch is journaled (`<default_local_dir>/atropos_journal`)
+before training and dropped once a checkpoint covers its step; a resumed run replays the journaled
+batches newer than its checkpoint first, then registers with `starting_step` = the restored step.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -33,10 +38,14 @@ from recipe.atropos.advantages import META_USE_ADVANTAGES
 from recipe.atropos.atropos_data import scored_data_to_dataproto
 from recipe.atropos.atropos_integration import AtroposBatch, AtroposEnvironmentClient
 from recipe.atropos.atropos_metrics import atropos_batch_metrics
+from recipe.atropos.batch_journal import BatchJournal
 from recipe.atropos.client_config import AtroposClientConfig
 from recipe.atropos.errors import AtroposNotRegisteredError, AtroposUnavailableError
 
 logger = logging.getLogger(__name__)
+
+# Fault injection for tests: exit (code 75) right after journaling this step's batch, before training.
+FAULT_EXIT_AFTER_JOURNAL_ENV = "ATROPOS_FAULT_EXIT_AFTER_JOURNAL_STEP"
 
 
 class AtroposStopError(RuntimeError):
@@ -60,7 +69,10 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             max_token_len=self.max_prompt_length + self.max_response_length,
         )
         self.registered = False
+        self.registered_starting_step = -1
         self.fallback_steps = 0
+        self.journal = BatchJournal(os.path.join(str(self.config.trainer.default_local_dir), "atropos_journal"))
+        self.replay_steps: list[int] = []
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
 
     # ------------------------------------------------------------------ Atropos side
@@ -79,6 +91,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             wandb_project=str(self.config.trainer.project_name),
         )
         self.registered = True
+        self.registered_starting_step = completed_steps
         return self.client.get_batch()
 
     def _poll_atropos(self) -> AtroposBatch | None:
@@ -148,15 +161,34 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         return batch
 
     # ------------------------------------------------------------------ the step
+    def _journaled_or_polled(self) -> tuple[AtroposBatch | None, bool]:
+        """The next journaled batch when resuming, else a fresh one from Atropos (journaled before use)."""
+        if self.replay_steps:
+            step = self.replay_steps.pop(0)
+            logger.warning("Replaying the journaled Atropos batch of step %d as step %d", step, self.global_steps)
+            batch = self.client.validate_batch(self.journal.load(step))
+            if step != self.global_steps:
+                self.journal.record(self.global_steps, batch.raw)
+                self.journal.discard(step)
+            return batch, True
+        batch = self._poll_atropos()
+        if batch is not None:
+            self.journal.record(self.global_steps, batch.raw)
+            if os.environ.get(FAULT_EXIT_AFTER_JOURNAL_ENV) == str(self.global_steps):
+                logger.error("fault injection: exiting after journaling step %d", self.global_steps)
+                os._exit(75)
+        return batch, False
+
     def _next_batch(self, local_batches: Iterator[dict], timing_raw: dict) -> tuple[DataProto, dict[str, float]]:
         with marked_timer("atropos_poll", timing_raw, color="blue"):
-            atropos_batch = self._poll_atropos()
+            atropos_batch, replayed = self._journaled_or_polled()
         if atropos_batch is not None and atropos_batch.groups:
             with marked_timer("atropos_convert", timing_raw, color="blue"):
                 data = self._atropos_dataproto(atropos_batch)
             metrics = atropos_batch_metrics(atropos_batch, data)
             metrics["atropos/fallback_steps"] = float(self.fallback_steps)
             metrics["atropos/from_atropos"] = 1.0
+            metrics["atropos/replayed"] = float(replayed)
             return data, metrics
         if atropos_batch is not None:  # a batch whose every group was invalid
             logger.warning("Atropos batch at step %d had no valid group (%d dropped)", self.global_steps,
@@ -225,6 +257,9 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         if save_freq > 0 and (self.global_steps >= self.total_training_steps or self.global_steps % save_freq == 0):
             with marked_timer("save_checkpoint", timing_raw, color="green"):
                 self._save_checkpoint()
+            self.journal.covered(self.global_steps)
+        elif save_freq <= 0:
+            self.journal.covered(self.global_steps)  # no checkpoint could replay it: the journal only bridges a crash mid-step
         with marked_timer("update_weights", timing_raw, color="red"):
             self.checkpoint_manager.update_weights(self.global_steps)
         return batch
@@ -238,6 +273,11 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         )
         self.global_steps = 0
         self._load_checkpoint()
+        self.replay_steps = self.journal.pending(after_step=self.global_steps)
+        self.journal.covered(self.global_steps)
+        if self.replay_steps:
+            logger.warning("Resuming at step %d: %d journaled Atropos batch(es) to train first: steps %s",
+                           self.global_steps, len(self.replay_steps), self.replay_steps)
         self.checkpoint_manager.update_weights(self.global_steps)
         progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="Atropos GRPO")
         self.global_steps += 1
@@ -252,6 +292,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
                     batch = self._train_on_batch(batch, metrics, timing_raw)
                 metrics["training/global_step"] = self.global_steps
                 metrics["atropos/invalid_groups_total"] = float(self.client.stats.invalid_groups)
+                metrics["atropos/registered_starting_step"] = float(self.registered_starting_step)
                 metrics.update(compute_data_metrics(batch=batch, use_critic=self.use_critic))
                 metrics.update(compute_timing_metrics(batch=batch, timing_raw=timing_raw))
                 metrics.update(compute_throughout_metrics(batch=batch, timing_raw=timing_raw,

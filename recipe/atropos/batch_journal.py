@@ -1,0 +1,57 @@
+"""Journal of Atropos batches: `/batch` pops data on the server, so a batch lives here from the
+moment it is pulled until a checkpoint covers the step that trained on it.
+
+Files `step_<N>.json` (raw groups as the server sent them), written atomically before training.
+On resume from a checkpoint at step K, entries with step > K are replayed first, in order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_ENTRY = re.compile(r"^step_(\d+)\.json$")
+
+
+class BatchJournal:
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, step: int) -> Path:
+        return self.directory / f"step_{step:09d}.json"
+
+    def steps(self) -> list[int]:
+        found = (_ENTRY.match(p.name) for p in self.directory.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def record(self, step: int, raw_groups: list[dict[str, Any]]) -> Path:
+        """Write the batch for `step` (atomic: a crash leaves either no file or a whole one)."""
+        path = self._path(step)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(orjson.dumps(raw_groups, option=orjson.OPT_SERIALIZE_NUMPY))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        return path
+
+    def load(self, step: int) -> list[dict[str, Any]]:
+        return orjson.loads(self._path(step).read_bytes())
+
+    def pending(self, after_step: int) -> list[int]:
+        """Steps journaled but not covered by the checkpoint at `after_step`, oldest first."""
+        return [step for step in self.steps() if step > after_step]
+
+    def discard(self, step: int) -> None:
+        self._path(step).unlink(missing_ok=True)
+
+    def covered(self, checkpoint_step: int) -> None:
+        """A checkpoint at `checkpoint_step` holds everything trained up to it: drop those entries."""
+        for step in self.steps():
+            if step <= checkpoint_step:
+                self._path(step).unlink(missing_ok=True)

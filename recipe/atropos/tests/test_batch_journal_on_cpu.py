@@ -1,0 +1,20 @@
+"""The batch journal keeps every pulled batch until a checkpoint covers it."""
+
+from recipe.atropos.batch_journal import BatchJournal
+
+
+def test_record_pending_covered(tmp_path):
+    journal = BatchJournal(tmp_path / "j")
+    groups = {step: [{"tokens": [[step, 2]], "masks": [[-100, 2]], "scores": [0.5 * step]}] for step in (3, 4, 5)}
+    for step, raw in groups.items():
+        journal.record(step, raw)
+    assert journal.steps() == [3, 4, 5]
+    assert journal.load(4) == groups[4]
+    assert journal.pending(after_step=3) == [4, 5]
+    journal.covered(4)
+    assert journal.steps() == [5]
+    assert not list((tmp_path / "j").glob("*.tmp"))
+    # a new journal object over the same folder (a resumed process) sees the same entries
+    assert BatchJournal(tmp_path / "j").pending(after_step=0) == [5]
+    journal.discard(5)
+    assert journal.steps() == []
