@@ -6,6 +6,8 @@
 - the `hf_cpu` rollout backend (verl_patches.hf_cpu_rollout), `actor_rollout_ref.rollout.name=hf_cpu`;
 - `get_device_id()` returns the CPU device: verl passes it to `.to(...)`, where the int 0 it
   returns elsewhere means "accelerator 0"; modules already imported hold their own binding;
+- FSDP2's CPU offload policy (verl gives it to the reference model) pins memory, which needs an
+  accelerator; on CPU there is nothing to offload to, so the engine gets no offload policy;
 - the FSDP engine registry is keyed by (device, vendor) and has no CPU entry: look up the CUDA
   one (`VERL_ENGINE_DEVICE=cuda`, `VERL_ENGINE_VENDOR=nvidia`); its code runs on CPU tensors.
 """
@@ -25,6 +27,7 @@ from verl_patches.post_import import when_imported
 logger = logging.getLogger(__name__)
 
 DISTRIBUTED_MODULE = "verl.utils.distributed"
+FSDP_ENGINE_MODULE = "verl.workers.engine.fsdp.transformer_impl"
 REPLICA_MODULE = "verl.workers.rollout.replica"
 ROLLOUT_BASE_MODULE = "verl.workers.rollout.base"
 HF_CPU_BACKEND = "hf_cpu"
@@ -60,6 +63,14 @@ def _patch_get_device_id() -> None:
             module.get_device_id = cpu_device_id
 
 
+def _no_cpu_offload_policy(*args: object, **kwargs: object) -> None:
+    return None
+
+
+def _drop_cpu_offload_policy(module: ModuleType) -> None:
+    module.CPUOffloadPolicy = _no_cpu_offload_policy
+
+
 def _register_replica(module: ModuleType) -> None:
     def load() -> type:
         from verl_patches.hf_cpu_rollout import replica_class
@@ -84,6 +95,7 @@ def apply() -> bool:
     os.environ.setdefault("VERL_ENGINE_VENDOR", "nvidia")
     _patch_get_device_id()
     when_imported(DISTRIBUTED_MODULE, _default_gloo)
+    when_imported(FSDP_ENGINE_MODULE, _drop_cpu_offload_policy)
     when_imported(REPLICA_MODULE, _register_replica)
     when_imported(ROLLOUT_BASE_MODULE, _register_adapter)
     logger.info("verl_patches: CPU mode (VERL_PLATFORM=cpu)")

@@ -50,3 +50,23 @@ def test_api_down_at_start_then_up(tmp_path, tiny_model_dir):
     assert steps[-1]["atropos/fallback_steps"] == first_atropos
     # the fallback step really ran verl's rollout on the local prompts
     assert steps[0]["response_length/mean"] > 0 and "timing_s/gen" in steps[0]
+
+
+def test_without_fallback_an_unavailable_api_stops_the_run_with_a_clear_message(tmp_path, tiny_model_dir):
+    data = write_arithmetic_parquet(tmp_path / "train.parquet", n=32)
+    url = f"http://127.0.0.1:{free_loopback_port()}"  # nothing listens there
+    trainer = ManagedProcess(
+        "trainer",
+        trainer_command(tiny_model_dir, data, url, tmp_path, 2,
+                        ["trainer.atropos.fallback_to_grpo=false", "trainer.atropos.max_wait_time=5",
+                         "trainer.atropos.retry_delay=0.2"]),
+        log_path=tmp_path / "trainer.log", env={"VERL_PLATFORM": "cpu", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"},
+    ).start()
+    try:
+        code = trainer.process.wait(timeout=600)
+    finally:
+        trainer.stop()
+    log = (tmp_path / "trainer.log").read_text(errors="replace")
+    assert code != 0
+    assert "fallback_to_grpo is false: stopping at step 1" in log
+    assert not read_steps(tmp_path / "metrics.jsonl")  # no step trained on anything else

@@ -5,7 +5,9 @@ from recipe.atropos.examples.smoke_cpu import read_steps, run
 
 
 def test_three_atropos_steps_train_with_gradients(tmp_path, capsys):
-    code = run(tmp_path, steps=3, timeout=900, extra=[])
+    """KL loss on, so the reference policy's log-probs are computed too."""
+    code = run(tmp_path, steps=3, timeout=900,
+               extra=["actor_rollout_ref.actor.use_kl_loss=true", "actor_rollout_ref.actor.kl_loss_coef=0.01"])
     out = capsys.readouterr().out
     assert code == 0, out[-4000:]
     steps = read_steps(tmp_path / "metrics.jsonl")
@@ -17,6 +19,9 @@ def test_three_atropos_steps_train_with_gradients(tmp_path, capsys):
         assert metrics["atropos/total_sequences"] == 8  # data.train_batch_size 2 x rollout.n 4
         assert 0 < metrics["atropos/override_fraction"] < 1  # the environment sends token-level advantages on some groups
         assert metrics["atropos/invalid_groups"] == 0
+        assert "timing_s/ref" in metrics
+    # the reference equals the policy before the first update, and differs once it has moved
+    assert steps[0]["data"]["actor/kl_loss"] == 0.0 and steps[-1]["data"]["actor/kl_loss"] > 0
     assert "smoke: PASS" in out
 
 
