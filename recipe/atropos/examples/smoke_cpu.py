@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,35 @@ def env_command(model: Path, api_url: str, group_size: int) -> list[str]:
     ]
 
 
+def process_env(workdir: Path) -> dict[str, str]:
+    """Environment of the trainer and environment processes: CPU mode, offline, step metrics to a file."""
+    return {"VERL_PLATFORM": "cpu", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+            "VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl"), "RAY_DEDUP_LOGS": "0"}
+
+
+def trainer_process(model: Path, data: Path, api_url: str, workdir: Path, steps: int, extra: list[str],
+                    entry: str = "main_ppo", log_name: str = "trainer.log") -> ManagedProcess:
+    return ManagedProcess("trainer", trainer_command(model, data, api_url, workdir, steps, extra, entry),
+                          log_path=workdir / log_name, env=process_env(workdir))
+
+
+def env_process(model: Path, api_url: str, workdir: Path, group_size: int = 4) -> ManagedProcess:
+    return ManagedProcess("scripted_env", env_command(model, api_url, group_size),
+                          log_path=workdir / "env.log", env=process_env(workdir))
+
+
+def run_to_end(process: ManagedProcess, timeout: float) -> int | None:
+    """Start, wait up to `timeout`, stop (by process group); the exit code, None when it timed out."""
+    process.start()
+    try:
+        return process.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"{process.name} did not finish within {timeout:.0f}s")
+        return None
+    finally:
+        process.stop()
+
+
 def read_steps(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -66,26 +96,11 @@ def run(workdir: Path, steps: int, timeout: float, extra: list[str], entry: str 
     (workdir / "metrics.jsonl").unlink(missing_ok=True)
     model = build_tiny_qwen2(workdir / "tiny_qwen2")
     data = write_arithmetic_parquet(workdir / "train.parquet", n=32)
-    env_vars = {"VERL_PLATFORM": "cpu", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl"), "RAY_DEDUP_LOGS": "0"}
     started = time.monotonic()
-    with RunApiProcess(log_path=workdir / "run-api.log") as api:
-        env = ManagedProcess("scripted_env", env_command(model, api.url, group_size=4),
-                             log_path=workdir / "env.log", env=env_vars)
-        trainer = ManagedProcess("trainer", trainer_command(model, data, api.url, workdir, steps, extra, entry),
-                                 log_path=workdir / "trainer.log", env=env_vars)
-        try:
-            env.start()
-            trainer.start()
-            print(f"run-api pid {api.pid} ({api.url}), env pid {env.pid}, trainer pid {trainer.pid}; logs in {workdir}")
-            try:
-                code = trainer.process.wait(timeout=timeout)
-            except Exception:  # noqa: BLE001  (TimeoutExpired: reported below, then stopped)
-                print(f"trainer did not finish within {timeout:.0f}s")
-                code = None
-        finally:
-            trainer.stop()
-            env.stop()
+    with RunApiProcess(log_path=workdir / "run-api.log") as api, env_process(model, api.url, workdir) as env:
+        trainer = trainer_process(model, data, api.url, workdir, steps, extra, entry)
+        print(f"run-api pid {api.pid} ({api.url}), env pid {env.pid}; trainer log {workdir / 'trainer.log'}")
+        code = run_to_end(trainer, timeout)
     records = read_steps(workdir / "metrics.jsonl")
     for record in records:
         data_ = record["data"]

@@ -6,9 +6,8 @@ trainer registers and the following steps train on the environment's groups."""
 import time
 
 from recipe.atropos.api_process import RunApiProcess, free_loopback_port
-from recipe.atropos.examples.smoke_cpu import env_command, read_steps, trainer_command
+from recipe.atropos.examples.smoke_cpu import env_process, read_steps, run_to_end, trainer_process
 from recipe.atropos.local_dataset import write_arithmetic_parquet
-from recipe.atropos.managed_process import ManagedProcess
 
 STEPS = 4
 
@@ -17,16 +16,10 @@ def test_api_down_at_start_then_up(tmp_path, tiny_model_dir):
     data = write_arithmetic_parquet(tmp_path / "train.parquet", n=32)
     port = free_loopback_port()
     url = f"http://127.0.0.1:{port}"
-    env_vars = {"VERL_PLATFORM": "cpu", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-                "VERL_FILE_LOGGER_PATH": str(tmp_path / "metrics.jsonl")}
-    trainer = ManagedProcess(
-        "trainer",
-        trainer_command(tiny_model_dir, data, url, tmp_path, STEPS,
-                        ["trainer.atropos.retry_delay=0.2", "trainer.atropos.max_wait_time=120"]),
-        log_path=tmp_path / "trainer.log", env=env_vars,
-    ).start()
+    trainer = trainer_process(tiny_model_dir, data, url, tmp_path, STEPS,
+                              ["trainer.atropos.retry_delay=0.2", "trainer.atropos.max_wait_time=120"]).start()
     api = RunApiProcess(port=port, log_path=tmp_path / "run-api.log")
-    env = ManagedProcess("env", env_command(tiny_model_dir, url, group_size=4), log_path=tmp_path / "env.log", env=env_vars)
+    env = env_process(tiny_model_dir, url, tmp_path)
     try:
         deadline = time.monotonic() + 600
         while not read_steps(tmp_path / "metrics.jsonl") and trainer.running() and time.monotonic() < deadline:
@@ -55,17 +48,9 @@ def test_api_down_at_start_then_up(tmp_path, tiny_model_dir):
 def test_without_fallback_an_unavailable_api_stops_the_run_with_a_clear_message(tmp_path, tiny_model_dir):
     data = write_arithmetic_parquet(tmp_path / "train.parquet", n=32)
     url = f"http://127.0.0.1:{free_loopback_port()}"  # nothing listens there
-    trainer = ManagedProcess(
-        "trainer",
-        trainer_command(tiny_model_dir, data, url, tmp_path, 2,
-                        ["trainer.atropos.fallback_to_grpo=false", "trainer.atropos.max_wait_time=5",
-                         "trainer.atropos.retry_delay=0.2"]),
-        log_path=tmp_path / "trainer.log", env={"VERL_PLATFORM": "cpu", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"},
-    ).start()
-    try:
-        code = trainer.process.wait(timeout=600)
-    finally:
-        trainer.stop()
+    no_fallback = ["trainer.atropos.fallback_to_grpo=false", "trainer.atropos.max_wait_time=5",
+                   "trainer.atropos.retry_delay=0.2"]
+    code = run_to_end(trainer_process(tiny_model_dir, data, url, tmp_path, 2, no_fallback), timeout=600)
     log = (tmp_path / "trainer.log").read_text(errors="replace")
     assert code != 0
     assert "fallback_to_grpo is false: stopping at step 1" in log

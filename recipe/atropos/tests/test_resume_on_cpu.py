@@ -5,47 +5,34 @@ import numpy as np
 
 from recipe.atropos.api_process import RunApiProcess
 from recipe.atropos.batch_journal import BatchJournal
-from recipe.atropos.examples.smoke_cpu import env_command, read_steps, trainer_command
+from recipe.atropos.examples.smoke_cpu import env_process, read_steps, run_to_end, trainer_process
 from recipe.atropos.grpo_atropos_trainer import FAULT_EXIT_AFTER_JOURNAL_ENV
 from recipe.atropos.local_dataset import write_arithmetic_parquet
-from recipe.atropos.managed_process import ManagedProcess
 
 STEPS = 3
 CRASH_STEP = 2
 
 
 def run_trainer(tmp_path, model, data, url, extra, log_name):
-    env_vars = {"VERL_PLATFORM": "cpu", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-                "VERL_FILE_LOGGER_PATH": str(tmp_path / "metrics.jsonl")}
-    trainer = ManagedProcess("trainer", trainer_command(model, data, url, tmp_path, STEPS, extra),
-                             log_path=tmp_path / log_name, env=env_vars).start()
-    try:
-        return trainer.process.wait(timeout=600)
-    finally:
-        trainer.stop()
+    return run_to_end(trainer_process(model, data, url, tmp_path, STEPS, extra, log_name=log_name), timeout=600)
 
 
 def test_batch_pulled_before_a_crash_is_trained_after_resume(tmp_path, tiny_model_dir):
     data = write_arithmetic_parquet(tmp_path / "train.parquet", n=32)
     journal = BatchJournal(tmp_path / "checkpoints" / "atropos_journal")
-    with RunApiProcess(log_path=tmp_path / "run-api.log") as api:
-        env = ManagedProcess("env", env_command(tiny_model_dir, api.url, group_size=4), log_path=tmp_path / "env.log",
-                             env={"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}).start()
-        try:
-            crash = [f"+ray_kwargs.ray_init.runtime_env.env_vars.{FAULT_EXIT_AFTER_JOURNAL_ENV}='{CRASH_STEP}'",
-                     "trainer.save_freq=1"]
-            code = run_trainer(tmp_path, tiny_model_dir, data, api.url, crash, "trainer1.log")
-            assert code != 0
-            first = read_steps(tmp_path / "metrics.jsonl")
-            assert [r["step"] for r in first] == [1]
-            assert (tmp_path / "checkpoints" / "global_step_1").is_dir()
-            assert journal.steps() == [CRASH_STEP]
-            journaled = journal.load(CRASH_STEP)
-            journaled_mean = float(np.mean([s for g in journaled for s in g["scores"]]))
+    with RunApiProcess(log_path=tmp_path / "run-api.log") as api, env_process(tiny_model_dir, api.url, tmp_path):
+        crash = [f"+ray_kwargs.ray_init.runtime_env.env_vars.{FAULT_EXIT_AFTER_JOURNAL_ENV}='{CRASH_STEP}'",
+                 "trainer.save_freq=1"]
+        code = run_trainer(tmp_path, tiny_model_dir, data, api.url, crash, "trainer1.log")
+        assert code != 0
+        first = read_steps(tmp_path / "metrics.jsonl")
+        assert [r["step"] for r in first] == [1]
+        assert (tmp_path / "checkpoints" / "global_step_1").is_dir()
+        assert journal.steps() == [CRASH_STEP]
+        journaled = journal.load(CRASH_STEP)
+        journaled_mean = float(np.mean([s for g in journaled for s in g["scores"]]))
 
-            code = run_trainer(tmp_path, tiny_model_dir, data, api.url, ["trainer.save_freq=1"], "trainer2.log")
-        finally:
-            env.stop()
+        code = run_trainer(tmp_path, tiny_model_dir, data, api.url, ["trainer.save_freq=1"], "trainer2.log")
     log_tail = "\n".join((tmp_path / "trainer2.log").read_text(errors="replace").splitlines()[-30:])
     assert code == 0, log_tail
     resumed = read_steps(tmp_path / "metrics.jsonl")

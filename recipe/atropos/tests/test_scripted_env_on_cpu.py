@@ -1,32 +1,20 @@
 """A real BaseEnv process (ScriptedEnv) posting through a real run-api to our client."""
 
 import os
-import sys
 
 from transformers import AutoTokenizer
 
 from recipe.atropos.atropos_integration import AtroposEnvironmentClient
-from recipe.atropos.managed_process import ManagedProcess
+from recipe.atropos.examples.smoke_cpu import env_process
 
 GROUP = 4
-
-
-def scripted_env(api_url, tokenizer_dir, log_path):
-    return ManagedProcess(
-        "scripted_env",
-        [sys.executable, "-m", "recipe.atropos.envs.scripted_env", "serve",
-         "--env.rollout_server_url", api_url, "--env.tokenizer_name", str(tokenizer_dir),
-         "--env.group_size", str(GROUP), "--env.use_wandb", "false", "--slurm", "false"],
-        log_path=log_path,
-        env={"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"},
-    )
 
 
 def test_base_env_groups_arrive_valid_with_and_without_advantages(run_api, tiny_model_dir, tmp_path):
     client = AtroposEnvironmentClient({"api_url": run_api.url, "max_wait_time": 90.0})
     client.register(batch_size=2 * GROUP, max_token_len=256, num_steps=10)
     assert client.get_batch() is None
-    env = scripted_env(run_api.url, tiny_model_dir, tmp_path / "env.log").start()
+    env = env_process(tiny_model_dir, run_api.url, tmp_path, group_size=GROUP).start()
     try:
         batches = [client.poll_batch() for _ in range(3)]
     finally:
