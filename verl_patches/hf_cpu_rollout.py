@@ -33,21 +33,24 @@ def server_actor_name(replica_rank: int) -> str:
     return f"{BACKEND_NAME}_server_{replica_rank}_0"
 
 
-def sample_next_token(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, generator: torch.Generator) -> int:
-    """One token from `logits` (vocab,) with temperature, top-k and nucleus filtering; greedy at temperature 0."""
+def sample_next_tokens(
+    logits: torch.Tensor, temperature: float, top_p: float, top_k: int, generator: torch.Generator
+) -> torch.Tensor:
+    """One token per row of `logits` (rows, vocab) with temperature, top-k and nucleus filtering;
+    greedy at temperature 0."""
     if temperature <= 0:
-        return int(torch.argmax(logits))
+        return torch.argmax(logits, dim=-1)
     scores = logits / temperature
     if 0 < top_k < scores.shape[-1]:
-        kth = torch.topk(scores, top_k).values[-1]
+        kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
     if 0 < top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=True)
-        cumulative = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
-        drop = cumulative - torch.softmax(sorted_scores, dim=-1) > top_p
-        scores[order[drop]] = float("-inf")
-    probs = torch.softmax(scores, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+        sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
+        probs = torch.softmax(sorted_scores, dim=-1)
+        drop = probs.cumsum(dim=-1) - probs > top_p
+        sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
+        scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
+    return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(-1)
 
 
 class HFCPUServer:
@@ -83,7 +86,9 @@ class HFCPUServer:
         # verl's agent loop calls this server through its Ray handle; no HTTP endpoint is served.
         return "127.0.0.1", 0
 
-    def _generate_sync(self, prompt_ids: list[int], sampling_params: dict[str, Any]) -> dict[str, Any]:
+    def _generate_sync(self, prompt_ids: list[int], sampling_params: dict[str, Any], n: int = 1) -> tuple[int, list[dict[str, Any]]]:
+        """`n` completions of one prompt, decoded together as one batch (same prompt: no padding), and
+        the policy version (global step) of the weights that produced them."""
         params = dict(sampling_params)
         budget = self.max_model_len - len(prompt_ids)
         if budget < 1:
@@ -97,32 +102,49 @@ class HFCPUServer:
         top_k = int(params.get("top_k", -1) or -1)
         want_logprobs = bool(params.get("logprobs", False))
 
-        tokens: list[int] = []
-        logprobs: list[float] = []
+        tokens = torch.empty((n, 0), dtype=torch.long)
+        logprobs = torch.empty((n, 0))
+        lengths = torch.full((n,), max_tokens, dtype=torch.long)
+        finished = torch.zeros(n, dtype=torch.bool)
+        eos = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long)
         with self._lock, torch.no_grad():
-            input_ids = torch.tensor([prompt_ids], dtype=torch.long)
+            version = self.global_steps
+            input_ids = torch.tensor([prompt_ids] * n, dtype=torch.long)
             past = None
-            stop_reason = "length"
-            for _ in range(max_tokens):
+            for step in range(max_tokens):
                 out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
                 past = out.past_key_values
-                logits = out.logits[0, -1].float()
-                token = sample_next_token(logits, temperature, top_p, top_k, self._generator)
-                tokens.append(token)
+                logits = out.logits[:, -1].float()
+                next_tokens = sample_next_tokens(logits, temperature, top_p, top_k, self._generator)
+                tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
                 if want_logprobs:
-                    logprobs.append(float(torch.log_softmax(logits, dim=-1)[token]))
-                if token in self.eos_token_ids:
-                    stop_reason = "completed"
+                    chosen = torch.log_softmax(logits, dim=-1).gather(-1, next_tokens[:, None])
+                    logprobs = torch.cat([logprobs, chosen], dim=1)
+                stopped = ~finished & torch.isin(next_tokens, eos)
+                lengths[stopped] = step + 1
+                finished |= stopped
+                if bool(finished.all()):
                     break
-                input_ids = torch.tensor([[token]], dtype=torch.long)
-        return {"token_ids": tokens, "log_probs": logprobs if want_logprobs else None, "stop_reason": stop_reason}
+                input_ids = next_tokens[:, None]
+        return version, [
+            {
+                "token_ids": tokens[row, : lengths[row]].tolist(),
+                "log_probs": logprobs[row, : lengths[row]].tolist() if want_logprobs else None,
+                "stop_reason": "completed" if finished[row] else "length",
+            }
+            for row in range(n)
+        ]
 
     async def generate(self, request_id: str | None = None, *, prompt_ids: list[int], sampling_params: dict[str, Any], **kwargs: Any):  # noqa: ANN201
+        """verl's contract: one completion of `prompt_ids`, tagged with the policy version it came from."""
+        return (await self.generate_batch(prompt_ids=prompt_ids, sampling_params=sampling_params, n=1))[0]
+
+    async def generate_batch(self, *, prompt_ids: list[int], sampling_params: dict[str, Any], n: int):  # noqa: ANN201
+        """`n` completions of one prompt in one batched decode (what the environments' proxy uses)."""
         from verl.workers.rollout.replica import TokenOutput
 
-        result = await asyncio.to_thread(self._generate_sync, list(prompt_ids), sampling_params)
-        result["extra_fields"] = {"global_steps": self.global_steps}
-        return TokenOutput(**result)
+        version, results = await asyncio.to_thread(self._generate_sync, list(prompt_ids), sampling_params, int(n))
+        return [TokenOutput(**result, extra_fields={"global_steps": version}) for result in results]
 
     def load_weights(self, named_tensors: dict[str, torch.Tensor]) -> int:
         """Load a full or partial state dict; unknown names are an error (they would be silently lost)."""
@@ -138,7 +160,8 @@ class HFCPUServer:
         return len(named_tensors)
 
     def set_global_steps(self, global_steps: int) -> None:
-        self.global_steps = int(global_steps)
+        with self._lock:
+            self.global_steps = int(global_steps)
 
     def stats(self) -> dict[str, int]:
         return {"global_steps": self.global_steps, "weight_updates": self.weight_updates}

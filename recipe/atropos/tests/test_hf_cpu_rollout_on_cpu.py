@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from verl_patches.hf_cpu_rollout import HFCPUServer, sample_next_token
+from verl_patches.hf_cpu_rollout import HFCPUServer, sample_next_tokens
 
 
 def make_server(model_dir, response_length=8):
@@ -56,10 +56,25 @@ def test_loaded_weights_change_what_is_served_and_unknown_names_are_refused(tiny
         server.load_weights({"not.a.parameter": torch.zeros(1)})
 
 
+def test_batched_completions_match_single_ones_and_stop_per_row(tiny_model_dir):
+    server = make_server(tiny_model_dir)
+    prompt = [9707, 1879, 11]
+    single = generate(server, prompt, temperature=0.0, logprobs=True)
+    batch = asyncio.run(server.generate_batch(prompt_ids=prompt, sampling_params={"temperature": 0.0, "logprobs": True}, n=3))
+    assert [out.token_ids for out in batch] == [single.token_ids] * 3
+    for out in batch:
+        assert out.log_probs == pytest.approx(single.log_probs, abs=1e-4)
+
+    server.eos_token_ids = {int(t) for t in range(100, 150_000)}  # nearly every token ends a completion
+    sampled = asyncio.run(server.generate_batch(prompt_ids=prompt, sampling_params={"temperature": 1.0, "max_tokens": 6}, n=16))
+    assert all(out.stop_reason == "completed" and len(out.token_ids) == 1 for out in sampled if out.token_ids[0] >= 100)
+    assert len({tuple(out.token_ids) for out in sampled}) > 1  # rows are sampled independently
+
+
 def test_sampling_filters():
-    logits = torch.tensor([0.0, 5.0, 1.0, 4.9])
+    logits = torch.tensor([[0.0, 5.0, 1.0, 4.9], [3.0, 0.0, 0.0, 0.0]])
     gen = torch.Generator().manual_seed(0)
-    assert sample_next_token(logits, 0.0, 1.0, -1, gen) == 1
-    assert {sample_next_token(logits, 1.0, 1.0, 1, gen) for _ in range(20)} == {1}
-    assert {sample_next_token(logits, 1.0, 1.0, 2, gen) for _ in range(50)} <= {1, 3}
-    assert {sample_next_token(logits, 1.0, 0.5, -1, gen) for _ in range(50)} == {1}
+    assert sample_next_tokens(logits, 0.0, 1.0, -1, gen).tolist() == [1, 0]
+    assert {tuple(sample_next_tokens(logits, 1.0, 1.0, 1, gen).tolist()) for _ in range(20)} == {(1, 0)}
+    assert {int(sample_next_tokens(logits, 1.0, 1.0, 2, gen)[0]) for _ in range(50)} <= {1, 3}
+    assert {int(sample_next_tokens(logits, 1.0, 0.5, -1, gen)[0]) for _ in range(50)} == {1}

@@ -1,0 +1,121 @@
+"""`learnable`: a task a tiny random model climbs within minutes on CPU (demo and tests).
+
+The reward is a format reward: the share of completion tokens that are lowercase ASCII word
+pieces (`"the"`, `" cat"`; about 27% of the Qwen2 vocabulary, so a random policy scores about
+0.27 with real spread inside a group). Completions come from the policy server verl exposes
+(`--openai.base_url`, Atropos's `/generate` contract through `ManagedServer`), so the score only
+climbs when the served weights follow the trainer's updates.
+
+With `--env.token_advantages true` each group also carries per-token advantages (token reward
+minus the group's mean score), exercising the override path; `inference_logprobs` always come
+from the server.
+
+Run: `python -m recipe.atropos.envs.learnable_env serve --env.rollout_server_url URL
+--openai.base_url http://HOST:PORT/v1 --env.group_size 8 --slurm false`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+from atroposlib.envs.base import APIServerConfig, BaseEnv, BaseEnvConfig, ScoredDataGroup
+from pydantic import Field
+
+from recipe.atropos.tiny_model import qwen_tokenizer_dir
+
+WORD_PIECE = re.compile(r"^ ?[a-z]+$")
+PROMPTS = (
+    "Write a few plain English words:",
+    "Say something in lowercase words:",
+    "List some simple words:",
+    "Continue with ordinary words:",
+)
+
+
+class LearnableEnvConfig(BaseEnvConfig):
+    seed: int = Field(default=0, description="Seed of the prompt order.")
+    max_completion_tokens: int = Field(default=16, description="Tokens generated per completion.")
+    temperature: float = Field(default=1.0, description="Sampling temperature.")
+    token_advantages: bool = Field(default=False, description="Send per-token advantages with every group.")
+
+
+def policy_server_config(model_name: str, tokenizer_dir: str) -> APIServerConfig:
+    """How our environments reach verl's policy server by default (the launcher overrides the URL)."""
+    return APIServerConfig(
+        model_name=model_name,
+        tokenizer_name=tokenizer_dir,
+        base_url="http://127.0.0.1:9000/v1",
+        server_type="vllm",
+        api_key="verl",
+        timeout=600,
+        num_max_requests_at_once=16,
+        num_requests_for_eval=4,
+    )
+
+
+class LearnableEnv(BaseEnv):
+    name = "learnable"
+    env_config_cls = LearnableEnvConfig
+
+    @classmethod
+    def config_init(cls) -> tuple[LearnableEnvConfig, list[APIServerConfig]]:
+        tokenizer_dir = qwen_tokenizer_dir()
+        config = LearnableEnvConfig(
+            tokenizer_name=tokenizer_dir,
+            wandb_name=cls.name,
+            group_size=8,
+            use_wandb=False,
+            max_token_length=64,
+            batch_size=-1,
+            total_steps=1_000_000,
+            ensure_scores_are_not_same=False,
+            max_num_workers=4,
+        )
+        # A list (not one config): otherwise --openai.base_url is ignored.
+        return config, [policy_server_config("policy", tokenizer_dir)]
+
+    async def setup(self) -> None:
+        self.rng = random.Random(self.config.seed)
+        vocab = self.tokenizer.get_vocab()
+        self.word_piece_ids = frozenset(
+            token_id for token_id in vocab.values() if WORD_PIECE.match(self.tokenizer.decode([token_id]))
+        )
+
+    async def get_next_item(self) -> str:
+        return self.rng.choice(PROMPTS)
+
+    def token_rewards(self, completion_ids: list[int]) -> list[float]:
+        return [1.0 if token in self.word_piece_ids else 0.0 for token in completion_ids]
+
+    async def collect_trajectories(self, item: str) -> tuple[ScoredDataGroup, list[Any]]:
+        cfg = self.config
+        async with self.server.managed_server(tokenizer=self.tokenizer) as managed:
+            await managed.completion(prompt=item, n=cfg.group_size, max_tokens=cfg.max_completion_tokens,
+                                     temperature=cfg.temperature)
+            nodes = managed.get_state()["nodes"]
+        group = ScoredDataGroup(tokens=[], masks=[], scores=[], inference_logprobs=[], advantages=[],
+                                overrides=[], group_overrides={})
+        rewards = []
+        for node in nodes:
+            completion = [token for token in node.masked_tokens if token != -100]
+            per_token = self.token_rewards(completion)
+            rewards.append(per_token)
+            group["tokens"].append(node.tokens)
+            group["masks"].append(node.masked_tokens)
+            group["inference_logprobs"].append(node.logprobs)
+            group["scores"].append(sum(per_token) / max(1, len(per_token)))
+        if cfg.token_advantages and nodes:
+            mean = sum(group["scores"]) / len(group["scores"])
+            for node, per_token in zip(nodes, rewards):
+                prompt_len = len(node.tokens) - len(per_token)
+                group["advantages"].append([0.0] * prompt_len + [reward - mean for reward in per_token])
+        return group, []
+
+    async def evaluate(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    LearnableEnv.cli()

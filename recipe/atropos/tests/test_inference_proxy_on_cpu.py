@@ -1,0 +1,136 @@
+"""The policy server environments call: Atropos's `/generate` contract (through atroposlib's own
+`VLLMServer` client), OpenAI completions/chat (through the `openai` client), policy versions, and
+the weight-sync gate (drain, bounded wait, drain timeout counted).
+
+The replica is verl_patches' real `HFCPUServer` with the tiny random Qwen2, used in-process
+instead of as a Ray actor (the proxy calls the same methods either way), behind the real HTTP app.
+"""
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import requests
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from recipe.atropos.inference_proxy import InferenceProxy
+from recipe.atropos.inference_service import InferenceService
+from verl_patches.hf_cpu_rollout import HFCPUServer
+
+
+@pytest.fixture
+def served(tiny_model_dir):
+    config = SimpleNamespace(prompt_length=64, response_length=16, max_model_len=None, seed=0)
+    server = HFCPUServer(config, SimpleNamespace(local_path=str(tiny_model_dir), path=str(tiny_model_dir)), replica_rank=0)
+    proxy = InferenceProxy([server], batched=True, request_wait_timeout=30.0)
+    service = InferenceService(proxy, AutoTokenizer.from_pretrained(tiny_model_dir), model_name="policy")
+    service.start()
+    yield SimpleNamespace(server=server, proxy=proxy, service=service, url=service.base_url, model_dir=tiny_model_dir)
+    service.stop()
+
+
+def test_atropos_vllm_client_gets_tokens_logprobs_and_versions(served):
+    from atroposlib.envs.server_handling.server_baseline import APIServerConfig
+    from atroposlib.envs.server_handling.vllm_server import VLLMServer
+
+    served.server.set_global_steps(3)
+    client = VLLMServer(APIServerConfig(model_name="policy", tokenizer_name=str(served.model_dir), server_type="vllm",
+                                        base_url=f"{served.url}/v1", api_key="verl", health_check=False))
+    prompt_ids = [9707, 1879, 11, 1052]
+    prompt, outputs, logprobs, finish = asyncio.run(client._tokens_and_logprobs_completion_wrapper(
+        model="policy", input_ids=prompt_ids, n=4, max_tokens=6, temperature=0.0))
+    assert prompt == prompt_ids and len(outputs) == len(logprobs) == len(finish) == 4
+    assert outputs[0] == outputs[1] and 1 <= len(outputs[0]) <= 6  # greedy: identical rows
+    assert set(finish) <= {"stop", "length"}
+
+    model = AutoModelForCausalLM.from_pretrained(served.model_dir).eval()
+    with torch.no_grad():
+        full = model(torch.tensor([prompt_ids + outputs[0]])).logits[0]
+    expected = [float(torch.log_softmax(full[len(prompt_ids) - 1 + i], -1)[t]) for i, t in enumerate(outputs[0])]
+    assert logprobs[0] == pytest.approx(expected, abs=1e-4)
+    assert served.proxy.registry.lookup(outputs[0]) == 3  # the version that produced it
+    health = requests.get(f"{served.url}/health", timeout=5).json()
+    assert health["accepting_requests"] is True
+
+
+def test_openai_completions_and_chat(served):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="verl")
+    completion = client.completions.create(model="policy", prompt="Hello there", n=3, max_tokens=5, logprobs=1)
+    assert len(completion.choices) == 3
+    for choice in completion.choices:
+        assert len(choice.logprobs.tokens) == len(choice.logprobs.token_logprobs) <= 5
+        assert all(lp <= 0 for lp in choice.logprobs.token_logprobs)
+    chat = client.chat.completions.create(model="policy", messages=[{"role": "user", "content": "hi"}],
+                                          n=2, max_tokens=4, logprobs=True)
+    assert len(chat.choices) == 2 and isinstance(chat.choices[0].message.content, str)
+    assert 1 <= len(chat.choices[0].logprobs.content) <= 4
+    assert chat.usage.completion_tokens == sum(len(c.logprobs.content) for c in chat.choices)
+    assert [m.id for m in client.models.list().data] == ["policy"]
+
+
+def test_bad_requests_name_the_field(served):
+    def post(path, body):
+        return requests.post(f"{served.url}{path}", json=body, timeout=10)
+
+    answer = post("/generate", {"prompt": {"prompt_token_ids": [1, 2, 10**9]}, "max_tokens": 2})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "prompt.prompt_token_ids"
+    answer = post("/v1/completions", {"model": "policy", "prompt": "x", "n": 0})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "n"
+    answer = post("/v1/chat/completions", {"model": "policy", "messages": "hi"})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "messages"
+    answer = post("/generate", {"prompt": {"prompt_token_ids": list(range(100, 180))}})
+    assert answer.status_code == 400 and "no room" in answer.json()["error"]["message"]
+
+
+def _generate_in_thread(url, results, max_tokens=16):
+    def run():
+        answer = requests.post(f"{url}/generate", json={"prompt": {"prompt_token_ids": [1, 2, 3]}, "n": 4,
+                                                        "max_tokens": max_tokens, "logprobs": 0, "ignore_eos": True},
+                               timeout=60)
+        results.append((time.monotonic(), answer.status_code, answer.json()))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_gate_drains_in_flight_requests_and_holds_new_ones_until_the_new_version(served):
+    results = []
+    first = _generate_in_thread(served.url, results)
+    while served.proxy.in_flight == 0:
+        time.sleep(0.005)
+    assert served.service.pause(drain_timeout=30.0) is True  # waited for the request in flight
+    assert served.proxy.in_flight == 0 and served.proxy.stats.completions == 4
+    first.join(30)
+    assert len(results) == 1 and results[0][2]["policy_version"] == 0
+    waiting = _generate_in_thread(served.url, results)
+    time.sleep(0.5)
+    assert len(results) == 1  # held at the closed gate
+    opened_at = time.monotonic()
+    served.service.resume(policy_version=5)
+    served.server.set_global_steps(5)
+    waiting.join(30)
+    assert results[1][0] >= opened_at and results[1][1] == 200
+    assert results[1][2]["policy_version"] == 5
+    assert requests.get(f"{served.url}/health", timeout=5).json()["policy_version"] == 5
+
+
+def test_drain_timeout_is_counted_not_raised_and_a_long_wait_gets_503(served):
+    results = []
+    slow = _generate_in_thread(served.url, results, max_tokens=48)
+    while served.proxy.in_flight == 0:
+        time.sleep(0.005)
+    assert served.service.pause(drain_timeout=0.01) is False
+    assert served.proxy.stats.drain_timeouts == 1
+    served.proxy.request_wait_timeout = 0.2
+    rejected = requests.post(f"{served.url}/generate", json={"prompt": {"prompt_token_ids": [1, 2]}, "max_tokens": 2},
+                             timeout=10)
+    assert rejected.status_code == 503 and served.proxy.stats.rejected_requests == 1
+    served.service.resume()
+    slow.join(60)
+    assert results and results[0][1] == 200
