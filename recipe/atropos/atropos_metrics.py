@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import collections
+import json
+import logging
 
 import numpy as np
 from verl import DataProto
 
 from recipe.atropos.atropos_data import META_TRUNCATED_PROMPTS, META_TRUNCATED_RESPONSES
 from recipe.atropos.atropos_integration import AtroposBatch
+
+logger = logging.getLogger(__name__)
+
+
+def load_env_names(path: str | None) -> dict[int, str]:
+    """env_id -> name from the launcher's names file; {} when unset, missing or unreadable."""
+    if not path:
+        return {}
+    try:
+        with open(path) as handle:
+            return {int(env_id): str(name) for env_id, name in json.load(handle).items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, AttributeError) as exc:
+        logger.warning("cannot read environment names from %s: %s", path, exc)
+        return {}
 
 
 def atropos_batch_metrics(batch: AtroposBatch, data: DataProto, env_names: dict[int, str] | None = None) -> dict[str, float]:

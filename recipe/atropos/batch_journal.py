@@ -3,6 +3,7 @@ moment it is pulled until a checkpoint covers the step that trained on it.
 
 Files `step_<N>.json` (raw groups as the server sent them), written atomically before training.
 On resume from a checkpoint at step K, entries with step > K are replayed first, in order.
+`buffer.json` holds the groups pulled but not yet assigned to a step (loaded back on resume).
 """
 
 from __future__ import annotations
@@ -31,7 +32,32 @@ class BatchJournal:
 
     def record(self, step: int, raw_groups: list[dict[str, Any]]) -> Path:
         """Write the batch for `step` (atomic: a crash leaves either no file or a whole one)."""
-        path = self._path(step)
+        return self._write(self._path(step), raw_groups)
+
+    @property
+    def _buffer_path(self) -> Path:
+        return self.directory / "buffer.json"
+
+    def save_buffer(self, after_step: int, raw_groups: list[dict[str, Any]]) -> None:
+        """The groups pulled but not yet assigned to a step (the trainer's GroupBuffer), written
+        right after `record(after_step, ...)`."""
+        self._write(self._buffer_path, {"after_step": after_step, "groups": raw_groups})
+
+    def load_buffer(self) -> list[dict[str, Any]]:
+        """The saved buffer. A crash between `record(N)` and `save_buffer(N)` leaves the buffer of
+        step N-1, which still holds groups that step N took: those are left out (they replay with N)."""
+        path = self._buffer_path
+        if not path.exists():
+            return []
+        saved = orjson.loads(path.read_bytes())
+        groups = saved["groups"]
+        later = [step for step in self.steps() if step > saved["after_step"]]
+        if later:
+            taken = {orjson.dumps(group) for step in later for group in self.load(step)}
+            groups = [group for group in groups if orjson.dumps(group) not in taken]
+        return groups
+
+    def _write(self, path: Path, raw_groups: Any) -> Path:
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as handle:
             handle.write(orjson.dumps(raw_groups, option=orjson.OPT_SERIALIZE_NUMPY))

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from recipe.atropos.config_section import merged_section
 
 DEFAULTS_FILE = Path(__file__).parent / "config" / "atropos_client.yaml"
 
@@ -23,19 +25,13 @@ class AtroposClientConfig:
     max_wait_time: float
     poll_interval: float
     max_poll_interval: float
+    max_policy_lag: int | None
+    env_names_file: str | None
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | DictConfig | None = None) -> AtroposClientConfig:
         """Defaults from the YAML, then `overrides`; unknown keys and bad values raise ValueError."""
-        merged: dict[str, Any] = OmegaConf.to_container(OmegaConf.load(DEFAULTS_FILE), resolve=True)  # type: ignore[assignment]
-        if overrides is not None:
-            if isinstance(overrides, DictConfig):
-                overrides = OmegaConf.to_container(overrides, resolve=True)  # type: ignore[assignment]
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = sorted(set(overrides) - known)
-            if unknown:
-                raise ValueError(f"trainer.atropos: unknown keys {unknown}; known keys are {sorted(known)}")
-            merged.update(overrides)
+        merged = merged_section(DEFAULTS_FILE, overrides, "trainer.atropos", (f.name for f in dataclasses.fields(cls)))
         config = cls(**merged)
         config.validate()
         return config
@@ -48,5 +44,7 @@ class AtroposClientConfig:
         for name in ("retry_delay", "timeout", "max_wait_time", "poll_interval", "max_poll_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"trainer.atropos.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_policy_lag is not None and self.max_policy_lag < 0:
+            raise ValueError(f"trainer.atropos.max_policy_lag must be >= 0 or null, got {self.max_policy_lag}")
         if self.max_poll_interval < self.poll_interval:
             raise ValueError("trainer.atropos.max_poll_interval must be >= poll_interval")

@@ -37,10 +37,16 @@ from verl.utils.tracking import Tracking
 from recipe.atropos.advantages import META_USE_ADVANTAGES
 from recipe.atropos.atropos_data import scored_data_to_dataproto
 from recipe.atropos.atropos_integration import AtroposBatch, AtroposEnvironmentClient
-from recipe.atropos.atropos_metrics import atropos_batch_metrics
+from recipe.atropos.atropos_metrics import atropos_batch_metrics, load_env_names
 from recipe.atropos.batch_journal import BatchJournal
 from recipe.atropos.client_config import AtroposClientConfig
 from recipe.atropos.errors import AtroposNotRegisteredError, AtroposUnavailableError
+from recipe.atropos.group_buffer import GroupBuffer
+from recipe.atropos.inference_config import InferenceConfig
+from recipe.atropos.inference_proxy import InferenceProxy
+from recipe.atropos.inference_service import InferenceService, write_endpoint_file
+from recipe.atropos.policy_lag import filter_stale_groups
+from recipe.atropos.policy_versions import PolicyVersionRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,70 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.journal = BatchJournal(os.path.join(str(self.config.trainer.default_local_dir), "atropos_journal"))
         self.replay_steps: list[int] = []
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.inference_config = InferenceConfig.from_mapping(self.config.trainer.get("atropos_inference"))
+        self.max_policy_lag = self.atropos_config.max_policy_lag
+        if not self.inference_config.weight_sync and self.max_policy_lag is not None:
+            logger.warning("trainer.atropos_inference.weight_sync=false serves the initial weights on purpose: "
+                           "trainer.atropos.max_policy_lag=%d is ignored (the lag is still logged)", self.max_policy_lag)
+            self.max_policy_lag = None
+        self.inference: InferenceService | None = None
+        self.version_registry = PolicyVersionRegistry()
+        self.stale_groups_total = 0
+        self.group_buffer = GroupBuffer()
+        # Colocated engines that free their memory for training cannot serve environments meanwhile.
+        self.pause_inference_while_training = bool(self.config.actor_rollout_ref.rollout.get("free_cache_engine", False))
+
+    # ------------------------------------------------------------------ the policy server for environments
+    def _start_inference_service(self) -> None:
+        """Serve verl's rollout replicas to environments and announce the endpoint (inference_service.py)."""
+        cfg = self.inference_config
+        rollout = self.config.actor_rollout_ref.rollout
+        proxy = InferenceProxy(
+            self.llm_server_manager.server_handles,
+            batched=rollout.name == "hf_cpu",
+            request_wait_timeout=cfg.request_wait_timeout,
+            registry=self.version_registry,
+        )
+        proxy.policy_version = self.global_steps
+        self.inference = InferenceService(proxy, self.tokenizer, cfg.model_name, cfg.host, cfg.port)
+        self.inference.start()
+        path = cfg.endpoint_path(str(self.config.trainer.default_local_dir))
+        model = self.config.actor_rollout_ref.model
+        write_endpoint_file(path, self.inference.endpoint_record(tokenizer=str(model.get("tokenizer_path") or model.path)))
+        logger.info("policy server for environments at %s (endpoint file %s)", self.inference.base_url, path)
+
+    def _pause_inference(self, timing_raw: dict) -> None:
+        if self.inference is not None and self.inference.proxy.is_open:
+            with marked_timer("inference_drain", timing_raw, color="blue"):
+                self.inference.pause(self.inference_config.drain_timeout)
+
+    def _sync_weights(self, timing_raw: dict) -> None:
+        """Push the updated weights to the replicas with environment requests drained around it."""
+        if self.inference_config.weight_sync:
+            self._pause_inference(timing_raw)
+            with marked_timer("update_weights", timing_raw, color="red"):
+                self.checkpoint_manager.update_weights(self.global_steps)
+            version = self.global_steps
+        else:
+            self.checkpoint_manager.wake_up_replicas()
+            version = None  # still the initial weights
+        if self.inference is not None:
+            self.inference.resume(version)
+
+    def _inference_metrics(self) -> dict[str, float]:
+        if self.inference is None:
+            return {}
+        proxy = self.inference.proxy
+        stats = proxy.stats
+        return {
+            "atropos/inference/policy_version": float(proxy.policy_version),
+            "atropos/inference/requests": float(stats.requests),
+            "atropos/inference/completions": float(stats.completions),
+            "atropos/inference/completion_tokens": float(stats.completion_tokens),
+            "atropos/inference/drain_timeouts": float(stats.drain_timeouts),
+            "atropos/inference/rejected_requests": float(stats.rejected_requests),
+            "atropos/inference/last_drain_s": float(stats.last_drain_s),
+        }
 
     # ------------------------------------------------------------------ Atropos side
     def _register(self) -> AtroposBatch | None:
@@ -161,48 +231,94 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         return batch
 
     # ------------------------------------------------------------------ the step
-    def _journaled_or_polled(self) -> tuple[AtroposBatch | None, bool]:
-        """The next journaled batch when resuming, else a fresh one from Atropos (journaled before use)."""
-        if self.replay_steps:
-            step = self.replay_steps.pop(0)
-            logger.warning("Replaying the journaled Atropos batch of step %d as step %d", step, self.global_steps)
-            batch = self.client.validate_batch(self.journal.load(step))
-            if step != self.global_steps:
-                self.journal.record(self.global_steps, batch.raw)
-                self.journal.discard(step)
-            return batch, True
-        batch = self._poll_atropos()
-        if batch is not None:
+    def _replayed_batch(self) -> AtroposBatch:
+        """The next journaled batch of a resumed run (it is trained as it was pulled)."""
+        step = self.replay_steps.pop(0)
+        logger.warning("Replaying the journaled Atropos batch of step %d as step %d", step, self.global_steps)
+        batch = self.client.validate_batch(self.journal.load(step))
+        if step != self.global_steps:
             self.journal.record(self.global_steps, batch.raw)
-            if os.environ.get(FAULT_EXIT_AFTER_JOURNAL_ENV) == str(self.global_steps):
-                logger.error("fault injection: exiting after journaling step %d", self.global_steps)
-                os._exit(75)
-        return batch, False
+            self.journal.discard(step)
+        return batch
+
+    def _drop_stale_buffered(self) -> int:
+        """Remove buffered groups older than max_policy_lag (logged by filter_stale_groups)."""
+        if self.max_policy_lag is None or not len(self.group_buffer):
+            return 0
+        lag = filter_stale_groups([group for group, _ in self.group_buffer.entries], self.version_registry,
+                                  self.global_steps - 1, self.max_policy_lag)
+        stale = {id(group) for group in lag.stale}
+        return len(self.group_buffer.remove_if(lambda group: id(group) in stale))
+
+    def _fresh_batch(self) -> tuple[AtroposBatch | None, int]:
+        """Exactly one step's sequences of valid, fresh-enough groups: buffered ones first, topped up
+        from `/batch`; journaled (with what is left over) before use. None when Atropos gave nothing
+        in time. Also returns how many stale groups were dropped."""
+        polled: list[AtroposBatch] = []
+        stale = 0
+        while True:
+            stale += self._drop_stale_buffered()
+            taken = self.group_buffer.take_exact(self.sequences_per_step)
+            if taken is not None:
+                break
+            batch = self._poll_atropos()
+            if batch is None:
+                return None, stale
+            polled.append(batch)
+            self.group_buffer.add(batch)
+            for group in self.group_buffer.remove_if(lambda g: g.size > self.sequences_per_step):
+                logger.error("dropping group %d (env_id=%s): %d sequences cannot fit a step of %d; "
+                             "make the environment's group_size divide the batch", group.group_index, group.env_id,
+                             group.size, self.sequences_per_step)
+            if not batch.groups:
+                logger.warning("Atropos batch at step %d had no valid group (%d invalid)", self.global_steps,
+                               len(batch.invalid))
+            # Popped on the server: kept on disk until a step's journal entry takes it over.
+            self.journal.save_buffer(self.global_steps - 1, self.group_buffer.raws())
+        step_batch = AtroposBatch(
+            groups=[group for group, _ in taken],
+            invalid=[bad for batch in polled for bad in batch.invalid],
+            received_groups=sum(batch.received_groups for batch in polled),
+            payload_bytes=sum(batch.payload_bytes for batch in polled),
+            wait_s=sum(batch.wait_s for batch in polled),
+            raw=[raw for _, raw in taken],
+        )
+        self.journal.record(self.global_steps, step_batch.raw)
+        self.journal.save_buffer(self.global_steps, self.group_buffer.raws())
+        if os.environ.get(FAULT_EXIT_AFTER_JOURNAL_ENV) == str(self.global_steps):
+            logger.error("fault injection: exiting after journaling step %d", self.global_steps)
+            os._exit(75)
+        return step_batch, stale
 
     def _next_batch(self, local_batches: Iterator[dict], timing_raw: dict) -> tuple[DataProto, dict[str, float]]:
+        replayed = bool(self.replay_steps)
         with marked_timer("atropos_poll", timing_raw, color="blue"):
-            atropos_batch, replayed = self._journaled_or_polled()
+            atropos_batch, stale = (self._replayed_batch(), 0) if replayed else self._fresh_batch()
+        self.stale_groups_total += stale
+        stale_metrics = {"atropos/stale_groups_dropped": float(stale),
+                         "atropos/stale_groups_dropped_total": float(self.stale_groups_total),
+                         "atropos/buffered_groups": float(len(self.group_buffer))}
         if atropos_batch is not None and atropos_batch.groups:
             with marked_timer("atropos_convert", timing_raw, color="blue"):
                 data = self._atropos_dataproto(atropos_batch)
-            metrics = atropos_batch_metrics(atropos_batch, data)
+            metrics = atropos_batch_metrics(atropos_batch, data, load_env_names(self.atropos_config.env_names_file))
+            # Lag of what is trained (nothing dropped here: stale groups left the buffer already).
+            metrics.update(filter_stale_groups(atropos_batch.groups, self.version_registry, self.global_steps - 1,
+                                               None).metrics)
+            metrics.update(stale_metrics)
             metrics["atropos/fallback_steps"] = float(self.fallback_steps)
             metrics["atropos/from_atropos"] = 1.0
             metrics["atropos/replayed"] = float(replayed)
             return data, metrics
-        if atropos_batch is not None:  # a batch whose every group was invalid
-            logger.warning("Atropos batch at step %d had no valid group (%d dropped)", self.global_steps,
-                           len(atropos_batch.invalid))
         self.fallback_steps += 1
         data = self._generate_local_batch(local_batches, timing_raw)
-        metrics = {"atropos/fallback_steps": float(self.fallback_steps), "atropos/from_atropos": 0.0}
-        if atropos_batch is not None:
-            metrics["atropos/invalid_groups"] = float(len(atropos_batch.invalid))
-        return data, metrics
+        return data, {"atropos/fallback_steps": float(self.fallback_steps), "atropos/from_atropos": 0.0, **stale_metrics}
 
     def _train_on_batch(self, batch: DataProto, metrics: dict, timing_raw: dict) -> DataProto:
         """verl's GRPO update on a ready batch (prompts, responses, masks, token_level_scores, uid)."""
         # Colocated rollout engines give their accelerator memory back for training.
+        if self.pause_inference_while_training:
+            self._pause_inference(timing_raw)
         self.checkpoint_manager.sleep_replicas()
         if self.config.trainer.balance_batch:
             self._balance_batch(batch, metrics=metrics)
@@ -260,8 +376,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             self.journal.covered(self.global_steps)
         elif save_freq <= 0:
             self.journal.covered(self.global_steps)  # no checkpoint could replay it: the journal only bridges a crash mid-step
-        with marked_timer("update_weights", timing_raw, color="red"):
-            self.checkpoint_manager.update_weights(self.global_steps)
+        self._sync_weights(timing_raw)
         return batch
 
     def fit(self) -> None:
@@ -274,11 +389,17 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.global_steps = 0
         self._load_checkpoint()
         self.replay_steps = self.journal.pending(after_step=self.global_steps)
+        buffered = self.journal.load_buffer()
+        if buffered:
+            self.group_buffer.add(self.client.validate_batch(buffered))
+            logger.warning("Resuming with %d pulled but untrained Atropos group(s) from the journal", len(self.group_buffer))
         self.journal.covered(self.global_steps)
         if self.replay_steps:
             logger.warning("Resuming at step %d: %d journaled Atropos batch(es) to train first: steps %s",
                            self.global_steps, len(self.replay_steps), self.replay_steps)
         self.checkpoint_manager.update_weights(self.global_steps)
+        if self.inference_config.enable:
+            self._start_inference_service()
         progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="Atropos GRPO")
         self.global_steps += 1
         local_batches = self._local_batches()
@@ -293,6 +414,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
                 metrics["training/global_step"] = self.global_steps
                 metrics["atropos/invalid_groups_total"] = float(self.client.stats.invalid_groups)
                 metrics["atropos/registered_starting_step"] = float(self.registered_starting_step)
+                metrics.update(self._inference_metrics())
                 metrics.update(compute_data_metrics(batch=batch, use_critic=self.use_critic))
                 metrics.update(compute_timing_metrics(batch=batch, timing_raw=timing_raw))
                 metrics.update(compute_throughout_metrics(batch=batch, timing_raw=timing_raw,
@@ -304,3 +426,5 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
                 self.global_steps += 1
         finally:
             progress.close()
+            if self.inference is not None:
+                self.inference.stop()

@@ -79,7 +79,7 @@ class InferenceProxy:
         self.servers = list(servers)
         self.batched = batched
         self.request_wait_timeout = request_wait_timeout
-        self.registry = registry or PolicyVersionRegistry()
+        self.registry = registry if registry is not None else PolicyVersionRegistry()
         self.stats = ProxyStats()
         self.policy_version = 0
         self._next_server = itertools.cycle(range(len(self.servers)))

@@ -80,8 +80,10 @@ class InferenceService:
         logger.info("inference proxy for Atropos environments: %s (/generate, /health, /v1/*)", self.base_url)
         return self.base_url
 
-    def endpoint_record(self) -> dict[str, Any]:
+    def endpoint_record(self, **extra: Any) -> dict[str, Any]:
+        """What the endpoint file says: URLs, model name, replicas, pid, and `extra` (e.g. the tokenizer)."""
         return {
+            **extra,
             "base_url": self.base_url,
             "openai_base_url": f"{self.base_url}/v1",
             "model_name": self.model_name,

@@ -1,8 +1,11 @@
 """`learnable`: a task a tiny random model climbs within minutes on CPU (demo and tests).
 
 The reward is a format reward: the share of completion tokens that are lowercase ASCII word
-pieces (`"the"`, `" cat"`; about 27% of the Qwen2 vocabulary, so a random policy scores about
-0.27 with real spread inside a group). Completions come from the policy server verl exposes
+pieces (`"the"`, `" cat"`, `word_pieces.py`; about 27% of the Qwen2 vocabulary, so a random policy
+scores about 0.27 with real spread inside a group). The demo model is built with
+`word_piece_direction` so that a 2-layer random model can learn it in tens of steps.
+
+Completions come from the policy server verl exposes
 (`--openai.base_url`, Atropos's `/generate` contract through `ManagedServer`), so the score only
 climbs when the served weights follow the trainer's updates.
 
@@ -17,15 +20,13 @@ Run: `python -m recipe.atropos.envs.learnable_env serve --env.rollout_server_url
 from __future__ import annotations
 
 import random
-import re
 from typing import Any
 
 from atroposlib.envs.base import APIServerConfig, BaseEnv, BaseEnvConfig, ScoredDataGroup
 from pydantic import Field
 
-from recipe.atropos.tiny_model import qwen_tokenizer_dir
-
-WORD_PIECE = re.compile(r"^ ?[a-z]+$")
+from recipe.atropos.envs.policy_server import default_env_config
+from recipe.atropos.word_pieces import word_piece_ids
 PROMPTS = (
     "Write a few plain English words:",
     "Say something in lowercase words:",
@@ -41,47 +42,17 @@ class LearnableEnvConfig(BaseEnvConfig):
     token_advantages: bool = Field(default=False, description="Send per-token advantages with every group.")
 
 
-def policy_server_config(model_name: str, tokenizer_dir: str) -> APIServerConfig:
-    """How our environments reach verl's policy server by default (the launcher overrides the URL)."""
-    return APIServerConfig(
-        model_name=model_name,
-        tokenizer_name=tokenizer_dir,
-        base_url="http://127.0.0.1:9000/v1",
-        server_type="vllm",
-        api_key="verl",
-        timeout=600,
-        num_max_requests_at_once=16,
-        num_requests_for_eval=4,
-    )
-
-
 class LearnableEnv(BaseEnv):
     name = "learnable"
     env_config_cls = LearnableEnvConfig
 
     @classmethod
     def config_init(cls) -> tuple[LearnableEnvConfig, list[APIServerConfig]]:
-        tokenizer_dir = qwen_tokenizer_dir()
-        config = LearnableEnvConfig(
-            tokenizer_name=tokenizer_dir,
-            wandb_name=cls.name,
-            group_size=8,
-            use_wandb=False,
-            max_token_length=64,
-            batch_size=-1,
-            total_steps=1_000_000,
-            ensure_scores_are_not_same=False,
-            max_num_workers=4,
-        )
-        # A list (not one config): otherwise --openai.base_url is ignored.
-        return config, [policy_server_config("policy", tokenizer_dir)]
+        return default_env_config(LearnableEnvConfig, cls.name, max_token_length=64)
 
     async def setup(self) -> None:
         self.rng = random.Random(self.config.seed)
-        vocab = self.tokenizer.get_vocab()
-        self.word_piece_ids = frozenset(
-            token_id for token_id in vocab.values() if WORD_PIECE.match(self.tokenizer.decode([token_id]))
-        )
+        self.word_piece_ids = word_piece_ids(self.tokenizer)
 
     async def get_next_item(self) -> str:
         return self.rng.choice(PROMPTS)

@@ -18,3 +18,13 @@ def test_record_pending_covered(tmp_path):
     assert BatchJournal(tmp_path / "j").pending(after_step=0) == [5]
     journal.discard(5)
     assert journal.steps() == []
+
+
+def test_buffer_saved_after_a_step_leaves_out_what_a_later_step_took(tmp_path):
+    journal = BatchJournal(tmp_path / "j")
+    a, b, c = ({"tokens": [[i, 2]], "masks": [[-100, 2]], "scores": [0.0]} for i in range(3))
+    journal.record(1, [a])
+    journal.save_buffer(1, [b, c])
+    assert journal.load_buffer() == [b, c]
+    journal.record(2, [b])  # crash before save_buffer(2): the saved buffer still holds b
+    assert journal.load_buffer() == [c]

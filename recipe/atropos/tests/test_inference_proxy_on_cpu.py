@@ -3,33 +3,23 @@
 the weight-sync gate (drain, bounded wait, drain timeout counted).
 
 The replica is verl_patches' real `HFCPUServer` with the tiny random Qwen2, used in-process
-instead of as a Ray actor (the proxy calls the same methods either way), behind the real HTTP app.
+instead of as a Ray actor (the proxy calls the same methods either way), behind the real HTTP app
+(conftest's `policy_server`).
 """
 
 import asyncio
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 import requests
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from recipe.atropos.inference_proxy import InferenceProxy
-from recipe.atropos.inference_service import InferenceService
-from verl_patches.hf_cpu_rollout import HFCPUServer
+from transformers import AutoModelForCausalLM
 
 
 @pytest.fixture
-def served(tiny_model_dir):
-    config = SimpleNamespace(prompt_length=64, response_length=16, max_model_len=None, seed=0)
-    server = HFCPUServer(config, SimpleNamespace(local_path=str(tiny_model_dir), path=str(tiny_model_dir)), replica_rank=0)
-    proxy = InferenceProxy([server], batched=True, request_wait_timeout=30.0)
-    service = InferenceService(proxy, AutoTokenizer.from_pretrained(tiny_model_dir), model_name="policy")
-    service.start()
-    yield SimpleNamespace(server=server, proxy=proxy, service=service, url=service.base_url, model_dir=tiny_model_dir)
-    service.stop()
+def served(policy_server):
+    return policy_server
 
 
 def test_atropos_vllm_client_gets_tokens_logprobs_and_versions(served):
@@ -83,7 +73,7 @@ def test_bad_requests_name_the_field(served):
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "n"
     answer = post("/v1/chat/completions", {"model": "policy", "messages": "hi"})
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "messages"
-    answer = post("/generate", {"prompt": {"prompt_token_ids": list(range(100, 180))}})
+    answer = post("/generate", {"prompt": {"prompt_token_ids": list(range(100, 600))}})
     assert answer.status_code == 400 and "no room" in answer.json()["error"]["message"]
 
 

@@ -1,0 +1,82 @@
+"""A BaseEnv for single-turn tasks: a chat prompt per item, `group_size` answers from the policy
+server, each scored by the subclass. GSM8K, math and code build on it.
+
+Completions are generated through `ManagedServer.chat_completion` (token ids, masks and
+`inference_logprobs` exactly as the server produced them) and posted as one group per item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any
+
+from atroposlib.envs.base import APIServerConfig, BaseEnv, BaseEnvConfig, ScoredDataGroup
+from pydantic import Field
+
+from recipe.atropos.envs.policy_server import default_env_config
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskItem:
+    prompt: str
+    reference: Any  # what `score` compares against (an answer, tests)
+
+
+class ChatTaskEnvConfig(BaseEnvConfig):
+    seed: int = Field(default=0, description="Seed of the task generator and item order.")
+    num_items: int = Field(default=500, description="Items generated (or loaded) at setup.")
+    max_completion_tokens: int = Field(default=512, description="Tokens generated per answer.")
+    temperature: float = Field(default=1.0, description="Sampling temperature.")
+
+
+class ChatTaskEnv(BaseEnv):
+    """Subclasses set `name`, `system_prompt` and implement `load_items` and `score`."""
+
+    env_config_cls = ChatTaskEnvConfig
+    system_prompt = ""
+
+    @classmethod
+    def config_init(cls) -> tuple[ChatTaskEnvConfig, list[APIServerConfig]]:
+        return default_env_config(cls.env_config_cls, cls.name)
+
+    def load_items(self) -> list[TaskItem]:
+        raise NotImplementedError
+
+    async def score(self, completion: str, item: TaskItem) -> float:
+        raise NotImplementedError
+
+    async def setup(self) -> None:
+        self.items = self.load_items()
+        if not self.items:
+            raise ValueError(f"{self.name}: no task items loaded")
+        self.rng = random.Random(self.config.seed)
+        self.order: list[int] = []
+
+    async def get_next_item(self) -> TaskItem:
+        if not self.order:
+            self.order = list(range(len(self.items)))
+            self.rng.shuffle(self.order)
+        return self.items[self.order.pop()]
+
+    def messages(self, item: TaskItem) -> list[dict[str, str]]:
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        return [*system, {"role": "user", "content": item.prompt}]
+
+    async def collect_trajectories(self, item: TaskItem) -> tuple[ScoredDataGroup, list[Any]]:
+        cfg = self.config
+        async with self.server.managed_server(tokenizer=self.tokenizer) as managed:
+            completion = await managed.chat_completion(messages=self.messages(item), n=cfg.group_size,
+                                                       max_tokens=cfg.max_completion_tokens, temperature=cfg.temperature)
+            nodes = managed.get_state()["nodes"]
+        group = ScoredDataGroup(tokens=[], masks=[], scores=[], inference_logprobs=[], advantages=[],
+                                overrides=[], group_overrides={})
+        for choice, node in zip(completion.choices, nodes):
+            group["tokens"].append(node.tokens)
+            group["masks"].append(node.masked_tokens)
+            group["inference_logprobs"].append(node.logprobs)
+            group["scores"].append(await self.score(choice.message.content or "", item))
+        return group, []
+
+    async def evaluate(self, *args: Any, **kwargs: Any) -> None:
+        return None

@@ -1,0 +1,235 @@
+"""Start a whole Atropos + verl run from one YAML, and stop exactly what it started.
+
+    python recipe/atropos/launch_atropos_verl_services.py --config recipe/atropos/config/atropos_integration.yaml \\
+        [--set api.port=9000 ...] [trainer Hydra overrides ...]
+
+Order: `run-api` (loopback unless configured) -> the trainer (RayGRPOAtroposTrainer; verl starts
+the rollout replicas and serves them as the policy server) -> wait until that server answers ->
+each environment with `--openai.base_url` pointing at it, `--env.rollout_server_url` at the API
+and `--env.inference_weight` from its weight, one at a time, each registered before the next.
+Logs: `<run_dir>/logs/<process>.log`. A progress bar follows the trainer's steps.
+
+On exit, error, Ctrl-C or SIGTERM the processes are stopped in reverse order, by PID (their
+process groups and every descendant seen), within bounded time. The exit code is the trainer's
+(130 on Ctrl-C, 1 when start-up failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+from tqdm import tqdm
+
+from recipe.atropos.api_process import RunApiProcess
+from recipe.atropos.environment_manager import AtroposEnvironmentManager, EnvironmentStartError
+from recipe.atropos.inference_manager import InferenceNotReadyError, UnifiedInferenceManager
+from recipe.atropos.launcher_config import LauncherConfig, load_launcher_config
+from recipe.atropos.managed_process import ManagedProcess
+
+logger = logging.getLogger("atropos_launcher")
+
+
+class Shutdown(Exception):
+    """SIGTERM or SIGINT reached the launcher."""
+
+
+@dataclasses.dataclass
+class LaunchResult:
+    exit_code: int
+    run_dir: Path
+    env_names: dict[int, str]
+    weights: dict[str, float]
+    measured_shares: dict[str, float]
+    started_pids: list[int]  # every process started and every descendant seen
+    leftover_pids: list[int]  # those still alive after shutdown (should be none)
+    steps: list[dict[str, Any]]
+
+
+def read_step_metrics(path: Path) -> list[dict[str, Any]]:
+    """The trainer's per-step metrics from verl's file logger (one JSON record per line)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a line being written
+    return records
+
+
+def _total_steps(overrides: Sequence[str]) -> int | None:
+    for override in reversed(list(overrides)):
+        key, _, value = override.lstrip("+").partition("=")
+        if key == "trainer.total_training_steps" and value.isdigit():
+            return int(value)
+    return None
+
+
+class ServicesLauncher:
+    """Owns the run's processes (see the module docstring)."""
+
+    def __init__(self, config: LauncherConfig, trainer_overrides: Sequence[str] = ()) -> None:
+        self.config = config
+        self.run_dir = Path(config.run_dir).resolve()
+        self.log_dir = self.run_dir / "logs"
+        self.metrics_file = self.run_dir / "metrics.jsonl"
+        self.trainer_overrides = [*config.trainer.overrides, *trainer_overrides]
+        self.api = RunApiProcess(host=config.api.host, port=config.api.port or None, log_path=self.log_dir / "run-api.log")
+        self.inference = UnifiedInferenceManager(self.run_dir / "inference_endpoint.json")
+        self.environments = AtroposEnvironmentManager(
+            config.environments, self.api.url, self.log_dir, self.run_dir / "env_names.json",
+            env_vars=config.process_env, total_workers=config.total_workers, enforce_mix=config.enforce_mix)
+        self.trainer: ManagedProcess | None = None
+
+    def trainer_command(self) -> list[str]:
+        spec = self.config.trainer
+        return [
+            sys.executable, "-m", spec.module, "--config-path", str(Path(spec.config_path).resolve()),
+            "--config-name", spec.config_name,
+            f"trainer.atropos.api_url={self.api.url}",
+            f"trainer.atropos_inference.endpoint_file={self.inference.endpoint_file}",
+            f"trainer.atropos.env_names_file={self.environments.names_file}",
+            f"++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={self.metrics_file}",
+            *self.trainer_overrides,
+        ]
+
+    def _processes(self) -> list[ManagedProcess]:
+        started = [self.api] + ([self.trainer] if self.trainer else []) + [p for _, p in self.environments.processes]
+        return [p for p in started if p.process is not None]
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_file.unlink(missing_ok=True)
+        self.environments.names_file.unlink(missing_ok=True)
+        self.inference.reset()
+        self.api.start(ready_timeout=self.config.api.startup_timeout)
+        logger.info("run-api pid %d at %s", self.api.pid, self.api.url)
+        trainer_env = {**self.config.process_env, **self.config.trainer.env, "VERL_FILE_LOGGER_PATH": str(self.metrics_file)}
+        self.trainer = ManagedProcess("trainer", self.trainer_command(), log_path=self.log_dir / "trainer.log",
+                                      env=trainer_env).start()
+        logger.info("trainer pid %d; waiting for its policy server (log %s)", self.trainer.pid, self.trainer.log_path)
+        endpoint = self.inference.wait_ready(self.config.trainer.ready_timeout, alive=self.trainer.running)
+        logger.info("policy server ready at %s", endpoint["base_url"])
+        self.environments.start_all(self.inference, trainer_alive=self.trainer.running)
+
+    def monitor(self) -> int:
+        """Until the trainer exits: a progress bar over its steps; returns its exit code."""
+        total = _total_steps(self.trainer_overrides)
+        bar = tqdm(total=total, desc="atropos+verl", unit="step", file=sys.stdout, dynamic_ncols=True)
+        reported_dead: set[int] = set()
+        last_status = 0.0
+        try:
+            while self.trainer.running():
+                time.sleep(1.0)
+                self.trainer.track_children()
+                self.environments.track_children()
+                steps = read_step_metrics(self.metrics_file)
+                if len(steps) > bar.n:
+                    bar.update(len(steps) - bar.n)
+                    data = steps[-1].get("data", {})
+                    bar.set_postfix(score=f"{data.get('atropos/mean_score', float('nan')):.3f}",
+                                    lag=f"{data.get('atropos/policy_lag_mean', float('nan')):.1f}")
+                for process in self.environments.dead():
+                    if process.pid not in reported_dead:
+                        reported_dead.add(process.pid)
+                        logger.error("%s (pid %d) exited with code %s; the trainer keeps polling the others (log %s)",
+                                     process.name, process.pid, process.process.returncode, process.log_path)
+                if time.monotonic() - last_status > self.config.status_interval:
+                    last_status = time.monotonic()
+                    bar.write(self._status_line(len(steps), total))
+        finally:
+            bar.close()
+        return self.trainer.process.returncode
+
+    def _status_line(self, steps: int, total: int | None) -> str:
+        try:
+            queue = requests.get(f"{self.api.url}/status", timeout=2).json().get("queue_size", "?")
+        except (requests.RequestException, ValueError):
+            queue = "?"
+        alive = sum(p.running() for _, p in self.environments.processes)
+        return (f"[launcher] step {steps}/{total or '?'} | environments alive {alive}/{len(self.environments.processes)}"
+                f" | Atropos queue {queue} groups")
+
+    def stop(self) -> list[int]:
+        """Stop everything started, newest first; the PIDs still alive afterwards (should be none)."""
+        timeout = self.config.shutdown_timeout
+        self.environments.stop_all(timeout)
+        if self.trainer is not None:
+            self.trainer.stop(timeout)
+        self.api.stop(timeout)
+        return sorted({pid for p in self._processes() for pid in p.alive_pids()})
+
+    def started_pids(self) -> list[int]:
+        return sorted({pid for p in self._processes() for pid in p.known_pids()})
+
+
+def _raise_shutdown(signum: int, _frame: Any) -> None:
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def run_services(config: LauncherConfig, trainer_overrides: Sequence[str] = ()) -> LaunchResult:
+    """Run the whole thing (module docstring) and report what happened."""
+    launcher = ServicesLauncher(config, trainer_overrides)
+    previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
+    exit_code = 1
+    try:
+        launcher.start()
+        exit_code = launcher.monitor()
+        logger.info("trainer exited with code %s", exit_code)
+    except Shutdown as exc:
+        logger.warning("%s: stopping every process this launcher started", exc)
+        exit_code = 130
+    except (EnvironmentStartError, InferenceNotReadyError, RuntimeError, TimeoutError) as exc:
+        logger.error("start-up failed: %s", exc)
+        if launcher.trainer is not None:
+            logger.error("trainer log: %s", launcher.trainer.log_path)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        leftover = launcher.stop()
+    if leftover:
+        logger.error("processes still alive after shutdown: %s", leftover)
+    steps = [record.get("data", {}) for record in read_step_metrics(launcher.metrics_file)]
+    return LaunchResult(
+        exit_code=exit_code,
+        run_dir=launcher.run_dir,
+        env_names=dict(launcher.environments.names),
+        weights=config.weights,
+        measured_shares=launcher.environments.measured_shares(steps),
+        started_pids=launcher.started_pids(),
+        leftover_pids=leftover,
+        steps=steps,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="launcher YAML (see recipe/atropos/launcher_config.py)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="edit the launcher YAML, e.g. --set api.port=9000 --set environments.0.weight=0.5")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the trainer")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = load_launcher_config(args.config, args.set)
+    result = run_services(config, args.overrides)
+    if result.measured_shares:
+        shares = ", ".join(f"{name} {result.measured_shares.get(name, 0.0):.1%} (weight {weight:.0%})"
+                           for name, weight in result.weights.items())
+        print(f"[launcher] environment shares of trained sequences: {shares}")
+    print(f"[launcher] exit code {result.exit_code}; logs in {result.run_dir / 'logs'}")
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
