@@ -46,3 +46,23 @@ def test_python_example_composes_its_knobs_with_overrides_winning():
     assert config.actor_rollout_ref.model.path == KNOBS["actor_rollout_ref.model.path"]
     assert config.data.train_batch_size == KNOBS["data.train_batch_size"]
     assert config.actor_rollout_ref.rollout.n == 2
+
+
+@pytest.mark.parametrize("launcher_yaml", ["atropos_integration.yaml", "demo_cpu.yaml"])
+def test_launcher_configs_compose_the_trainer_command(launcher_yaml, tmp_path):
+    """The launcher's trainer command (its own overrides plus the YAML's) passes Hydra's `--cfg job`."""
+    import sys
+
+    from recipe.atropos.launch_atropos_verl_services import ServicesLauncher
+    from recipe.atropos.launcher_config import RECIPE_CONFIG_DIR, load_launcher_config
+
+    config = load_launcher_config(RECIPE_CONFIG_DIR / launcher_yaml, [f"run_dir={tmp_path}"])
+    command = ServicesLauncher(config, ["actor_rollout_ref.model.path=/models/m"]).trainer_command()
+    assert command[0] == sys.executable
+    out = subprocess.run([*command, "--cfg", "job"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    composed = OmegaConf.create(out.stdout)
+    assert composed.trainer.atropos_inference.endpoint_file == str(tmp_path / "inference_endpoint.json")
+    assert composed.trainer.atropos.env_names_file == str(tmp_path / "env_names.json")
+    assert composed.actor_rollout_ref.model.path == "/models/m"
+    assert composed.trainer.atropos.max_policy_lag == 2

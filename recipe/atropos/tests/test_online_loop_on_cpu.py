@@ -1,6 +1,7 @@
 """The online loop, end to end through the launcher (a short CPU demo): real `run-api`, the trainer
 (RayGRPOAtroposTrainer on verl, CPU mode) serving its hf_cpu replica as the policy server, two
-`learnable` BaseEnv processes (weights 0.7 / 0.3) generating through it."""
+`learnable` BaseEnv processes (weights 0.7 / 0.3) generating through it, verl's token-level rollout
+importance sampling on the environments' inference_logprobs."""
 
 import psutil
 import pytest
@@ -31,6 +32,7 @@ def test_loop_trains_on_environment_rollouts_from_the_served_policy(tmp_path):
         f"trainer.total_training_steps={STEPS}", "actor_rollout_ref.rollout.n=4", "data.train_batch_size=10",
         "actor_rollout_ref.actor.ppo_mini_batch_size=10", "trainer.atropos.fallback_to_grpo=false",
         f"trainer.default_local_dir={tmp_path / 'ckpt'}",
+        "algorithm.rollout_correction.rollout_is=token",
     ])
     log = (result.run_dir / "logs" / "trainer.log").read_text(errors="replace")[-3000:]
     assert result.exit_code == 0, log
@@ -45,6 +47,10 @@ def test_loop_trains_on_environment_rollouts_from_the_served_policy(tmp_path):
     assert [s["atropos/inference/policy_version"] for s in steps] == list(range(1, STEPS + 1))
     assert steps[-1]["atropos/policy_version_min"] > steps[0]["atropos/policy_version_min"]
     assert all(s["atropos/policy_lag_max"] <= 2 for s in steps)  # demo config: max_policy_lag=2
+    # The environments' inference_logprobs drive verl's rollout importance sampling: weights move off 1
+    # once the data is a step behind the trained policy.
+    is_means = [s["rollout_corr/rollout_is_mean"] for s in steps]
+    assert any(abs(mean - 1.0) > 1e-3 for mean in is_means[1:]), is_means
 
     # The mix follows the weights, named by environment.
     assert set(result.measured_shares) == {"learnable", "learnable_b"}
