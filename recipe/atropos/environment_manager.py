@@ -3,7 +3,8 @@
 Each environment is a real Atropos `BaseEnv` process (`python -m module serve ...`). They are
 started one at a time and each waits until the API has registered it, so environment ids follow
 the config's order and the trainer can name `atropos/env_share/<name>` (names file
-`{"<env_id>": "<name>"}`).
+`{"<env_id>": "<name>"}`, written once all are registered: the trainer waits for it before its
+first batch, so the first batches already hold every environment).
 
 Weights: with `enforce_mix` (the default) every environment process gets Atropos's
 `--env.min_batch_allocation` = its share, so the server puts that share of every batch from it
@@ -105,10 +106,12 @@ class AtroposEnvironmentManager:
         ]
 
     def start_all(self, inference: UnifiedInferenceManager, trainer_alive: Callable[[], bool] = lambda: True) -> None:
-        """Start every process of every environment, each registered before the next starts."""
+        """Start every process of every environment, each registered before the next starts; then
+        write the names file, which also tells the trainer that every environment is up."""
         for spec in self.specs:
             for index in range(spec.processes):
                 self.start_one(spec, index, inference, trainer_alive)
+        self._write_names()
 
     def start_one(self, spec: EnvSpec, index: int, inference: UnifiedInferenceManager,
                   trainer_alive: Callable[[], bool] = lambda: True) -> ManagedProcess:
@@ -130,7 +133,6 @@ class AtroposEnvironmentManager:
                                             f"{spec.registration_timeout:.0f}s (log: {process.log_path})")
             time.sleep(0.5)
         self.names[env_id] = spec.name
-        self._write_names()
         logger.info("%s registered as env_id %d (pid %d)", label, env_id, process.pid)
         return process
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -163,6 +164,28 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.registered = True
         self.registered_starting_step = completed_steps
         return self.client.get_batch()
+
+    def _wait_for_environments(self) -> None:
+        """With a launcher's names file configured: register (which opens the API to environments) and
+        wait, up to max_wait_time, until the launcher says every environment is registered, so the
+        first batch is not formed from whichever environment started first."""
+        names_file = self.atropos_config.env_names_file
+        if not names_file or os.path.exists(names_file):
+            return
+        try:
+            batch = self._register()
+        except (AtroposUnavailableError, AtroposNotRegisteredError) as exc:
+            logger.warning("not waiting for environments: %s", exc)
+            return
+        if batch is not None:
+            self.group_buffer.add(batch)
+            self.journal.save_buffer(self.global_steps - 1, self.group_buffer.raws())
+        deadline = time.monotonic() + self.atropos_config.max_wait_time
+        while not os.path.exists(names_file) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not os.path.exists(names_file):
+            logger.warning("environments not all registered after %.0fs (no %s): training anyway",
+                           self.atropos_config.max_wait_time, names_file)
 
     def _poll_atropos(self) -> AtroposBatch | None:
         """A batch from Atropos, or None when it is unavailable or sent nothing in time."""
@@ -402,6 +425,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             self._start_inference_service()
         progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="Atropos GRPO")
         self.global_steps += 1
+        self._wait_for_environments()
         local_batches = self._local_batches()
         try:
             while self.global_steps <= self.total_training_steps:

@@ -13,7 +13,7 @@ from recipe.atropos.launcher_config import LauncherConfigError, load_launcher_co
 from recipe.atropos.local_dataset import write_arithmetic_parquet
 from recipe.atropos.tiny_model import build_tiny_qwen2
 
-STEPS = 6
+STEPS = 8
 
 
 def test_loop_trains_on_environment_rollouts_from_the_served_policy(tmp_path):
