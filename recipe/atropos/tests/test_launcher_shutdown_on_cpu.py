@@ -1,0 +1,83 @@
+"""The launcher leaves no process behind: on Ctrl-C mid-training, and when an environment crashes at
+start. It runs as users run it (`python recipe/atropos/launch_atropos_verl_services.py ...`); every
+process under it is recorded by PID while it runs and checked afterwards."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from recipe.atropos.local_dataset import write_arithmetic_parquet
+from recipe.atropos.tiny_model import build_tiny_qwen2
+
+ROOT = Path(__file__).resolve().parents[3]
+LAUNCHER = ROOT / "recipe" / "atropos" / "launch_atropos_verl_services.py"
+DEMO_CONFIG = ROOT / "recipe" / "atropos" / "config" / "demo_cpu.yaml"
+
+
+def start_launcher(tmp_path, *sets):
+    model = build_tiny_qwen2(tmp_path / "tiny")
+    data = write_arithmetic_parquet(tmp_path / "train.parquet", n=8)
+    command = [sys.executable, str(LAUNCHER), "--config", str(DEMO_CONFIG), "--set", f"run_dir={tmp_path / 'run'}",
+               *[arg for item in sets for arg in ("--set", item)],
+               f"actor_rollout_ref.model.path={model}", f"data.train_files={data}", f"data.val_files={data}",
+               "trainer.total_training_steps=50", f"trainer.default_local_dir={tmp_path / 'ckpt'}"]
+    log = open(tmp_path / "launcher.log", "wb")  # noqa: SIM115
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log
+
+
+def descendants(pid):
+    try:
+        return {child.pid: child for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return {}
+
+
+def alive(processes):
+    living = []
+    for pid, process in processes.items():
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                living.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return living
+
+
+def test_ctrl_c_mid_training_stops_every_process(tmp_path):
+    launcher, log = start_launcher(tmp_path)
+    seen = {}
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while not (metrics.exists() and metrics.read_text().strip()):  # training has started
+        assert launcher.poll() is None, (tmp_path / "launcher.log").read_text()[-3000:]
+        assert time.monotonic() < deadline
+        seen.update(descendants(launcher.pid))
+        time.sleep(0.5)
+    seen.update(descendants(launcher.pid))
+    assert len(seen) >= 4  # run-api, trainer (+ Ray), environment
+    launcher.send_signal(signal.SIGINT)
+    code = launcher.wait(timeout=120)
+    log.close()
+    text = (tmp_path / "launcher.log").read_text()
+    assert code == 130, text[-3000:]
+    assert "stopping every process this launcher started" in text
+    time.sleep(1)
+    assert alive(seen) == []
+
+
+def test_environment_crashing_at_start_fails_the_launch_and_stops_everything(tmp_path):
+    launcher, log = start_launcher(tmp_path, "environments.0.module=recipe.atropos.envs.no_such_env")
+    seen = {}
+    while launcher.poll() is None:
+        seen.update(descendants(launcher.pid))
+        time.sleep(0.5)
+    log.close()
+    text = (tmp_path / "launcher.log").read_text()
+    assert launcher.returncode == 1, text[-3000:]
+    assert "env_learnable_0 exited with code 1 before registering" in text
+    time.sleep(1)
+    assert seen and alive(seen) == []
