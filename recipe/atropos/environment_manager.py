@@ -31,7 +31,7 @@ from pathlib import Path
 import requests
 
 from recipe.atropos.inference_manager import UnifiedInferenceManager
-from recipe.atropos.launcher_config import EnvSpec
+from recipe.atropos.launcher_config import EnvSpec, normalized_weights
 from recipe.atropos.managed_process import ManagedProcess
 
 logger = logging.getLogger(__name__)
@@ -63,11 +63,7 @@ class AtroposEnvironmentManager:
         self.python = python
         self.processes: list[tuple[EnvSpec, ManagedProcess]] = []
         self.names: dict[int, str] = {}
-
-    @property
-    def weights(self) -> dict[str, float]:
-        total = sum(spec.weight for spec in self.specs)
-        return {spec.name: spec.weight / total for spec in self.specs}
+        self.weights = normalized_weights(self.specs)
 
     def inference_weight(self, spec: EnvSpec) -> float:
         longest = max(s.max_token_length for s in self.specs)
@@ -152,9 +148,6 @@ class AtroposEnvironmentManager:
         """Stop the environment processes, newest first."""
         for _, process in reversed(self.processes):
             process.stop(timeout)
-
-    def pids(self) -> list[int]:
-        return [pid for _, process in self.processes for pid in process.known_pids()]
 
     def measured_shares(self, step_metrics: Iterable[Mapping[str, float]]) -> dict[str, float]:
         """Share of trained sequences per environment name over the run (sequence-weighted)."""

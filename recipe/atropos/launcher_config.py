@@ -96,9 +96,13 @@ class LauncherConfig:
 
     @property
     def weights(self) -> dict[str, float]:
-        """Each environment's share of the mix (weights normalised to sum 1)."""
-        total = sum(env.weight for env in self.environments)
-        return {env.name: env.weight / total for env in self.environments}
+        return normalized_weights(self.environments)
+
+
+def normalized_weights(environments: Sequence[EnvSpec]) -> dict[str, float]:
+    """Each environment's share of the mix (weights normalised to sum 1)."""
+    total = sum(env.weight for env in environments)
+    return {env.name: env.weight / total for env in environments}
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:

@@ -8,13 +8,13 @@ step metrics. Every process it starts is stopped by PID (process group) on the w
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from recipe.atropos.api_process import RunApiProcess
+from recipe.atropos.launch_atropos_verl_services import read_step_metrics as read_steps
 from recipe.atropos.local_dataset import write_arithmetic_parquet
 from recipe.atropos.managed_process import ManagedProcess
 from recipe.atropos.tiny_model import build_tiny_qwen2
@@ -83,12 +83,6 @@ def run_to_end(process: ManagedProcess, timeout: float) -> int | None:
         return None
     finally:
         process.stop()
-
-
-def read_steps(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run(workdir: Path, steps: int, timeout: float, extra: list[str], entry: str = "main_ppo") -> int:
