@@ -58,9 +58,6 @@ class UnifiedInferenceManager:
         except requests.RequestException:
             return False
 
-    def healthy(self) -> bool:
-        return self.endpoint is not None and self._healthy(self.endpoint["base_url"])
-
     def environment_args(self) -> list[str]:
         """The `--openai.*` flags pointing an Atropos environment at verl's policy server."""
         if self.endpoint is None:
