@@ -4,7 +4,9 @@ Python baseline (how earlier integrations built the tensors).
 
 The bytes are captured from a real `run-api`: groups are posted to it and one `/batch` answer is
 recorded per configuration (with the server's serve time). Each variant then runs `--repeats`
-times on those bytes; figures are medians with the interquartile range.
+times on those bytes; figures are medians with the interquartile range. The floor is the faster of
+orjson and simdjson decoding the bytes into Python objects; ours is `AtroposEnvironmentClient.
+batch_from_payload` (simdjson straight into numpy, batch_payload.py) + DataProto + advantages.
 
     .venv/bin/python scripts/bench_data_path.py                 # the three sizes, +/- advantages and logprobs
     .venv/bin/python scripts/bench_data_path.py --sizes 64x2048 --json
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import orjson
 import requests
+import simdjson
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -62,8 +65,9 @@ def make_groups(sequences: int, tokens: int, extras: bool, seed: int = 0) -> lis
     return groups
 
 
-def capture_batch_bytes(sequences: int, tokens: int, extras: bool) -> tuple[bytes, float]:
-    """The bytes of one real `/batch` answer holding these groups, and the server's time to serve it."""
+def capture_batch_bytes(sequences: int, tokens: int, extras: bool, gzip: bool = False) -> tuple[bytes, float]:
+    """The bytes of one real `/batch` answer holding these groups, and the server's time to serve it
+    (uncompressed, as the trainer asks by default, or gzipped: `trainer.atropos.gzip_batches`)."""
     with RunApiProcess() as api:
         client = AtroposEnvironmentClient({"api_url": api.url, "timeout": 300.0})
         client.register(batch_size=sequences, max_token_len=tokens, num_steps=10)
@@ -73,7 +77,8 @@ def capture_batch_bytes(sequences: int, tokens: int, extras: bool) -> tuple[byte
         for start in range(0, len(groups), 8):
             post_groups(api.url, groups[start:start + 8], env_id=env_id, timeout=300.0)
         started = time.perf_counter()
-        response = requests.get(f"{api.url}/batch", timeout=600)
+        encoding = {"Accept-Encoding": "gzip" if gzip else "identity"}
+        response = requests.get(f"{api.url}/batch", headers=encoding, timeout=600)
         served_s = time.perf_counter() - started
         response.raise_for_status()
         return response.content, served_s
@@ -82,7 +87,7 @@ def capture_batch_bytes(sequences: int, tokens: int, extras: bool) -> tuple[byte
 def ours(payload: bytes, tokens: int) -> torch.Tensor:
     """The integration's path, as the trainer runs it."""
     client = AtroposEnvironmentClient({"api_url": "http://127.0.0.1:1"}, vocab_size=VOCAB, max_token_len=tokens)
-    batch = client.validate_batch(orjson.loads(payload)["batch"], payload_bytes=len(payload))
+    batch = client.batch_from_payload(payload)
     prompt = tokens // 4  # as make_groups lays the sequences out: no padding beyond the sequences
     data = scored_data_to_dataproto(batch.groups, pad_token_id=0, max_prompt_length=prompt,
                                     max_response_length=tokens - prompt)
@@ -117,8 +122,9 @@ def naive(payload: bytes, tokens: int) -> torch.Tensor:
     return torch.tensor(advantages) * torch.tensor(response_masks)
 
 
-def floor(payload: bytes, tokens: int) -> Any:
-    return orjson.loads(payload)
+# The floor: a plain JSON decode of the same bytes into Python objects, nothing else; the fastest of
+# these two decoders in the same run.
+FLOOR_DECODERS: dict[str, Callable[[bytes], Any]] = {"orjson.loads": orjson.loads, "simdjson.loads": simdjson.loads}
 
 
 def timed(fn: Callable[[bytes, int], Any], payload: bytes, tokens: int, repeats: int) -> dict[str, float]:
@@ -131,16 +137,19 @@ def timed(fn: Callable[[bytes, int], Any], payload: bytes, tokens: int, repeats:
     return {"median_ms": round(median, 2), "iqr_ms": round(q3 - q1, 2)}
 
 
-def bench(sequences: int, tokens: int, extras: bool, repeats: int, naive_repeats: int) -> dict[str, Any]:
-    payload, served_s = capture_batch_bytes(sequences, tokens, extras)
+def bench(sequences: int, tokens: int, extras: bool, repeats: int, naive_repeats: int, gzip: bool) -> dict[str, Any]:
+    payload, served_s = capture_batch_bytes(sequences, tokens, extras, gzip)
     total_tokens = sequences * tokens
     row: dict[str, Any] = {
         "shape": f"{sequences}x{tokens}", "advantages_and_logprobs": extras,
-        "payload_mb": round(len(payload) / 1e6, 2), "server_serve_s": round(served_s, 2),
-        "floor": timed(floor, payload, tokens, repeats),
+        "payload_mb": round(len(payload) / 1e6, 2), "server_serve_s": round(served_s, 2), "gzip_on_the_wire": gzip,
+        "decoders": {name: timed(lambda data, _, fn=fn: fn(data), payload, tokens, repeats)
+                     for name, fn in FLOOR_DECODERS.items()},
         "ours": timed(ours, payload, tokens, repeats),
         "naive": timed(naive, payload, tokens, naive_repeats),
     }
+    row["floor_decoder"] = min(row["decoders"], key=lambda name: row["decoders"][name]["median_ms"])
+    row["floor"] = row["decoders"][row["floor_decoder"]]
     row["ours_tokens_per_s"] = round(total_tokens / (row["ours"]["median_ms"] / 1000))
     row["ours_over_floor"] = round(row["ours"]["median_ms"] / row["floor"]["median_ms"], 2)
     row["naive_over_ours"] = round(row["naive"]["median_ms"] / row["ours"]["median_ms"], 1)
@@ -152,17 +161,18 @@ def main() -> None:
     parser.add_argument("--sizes", default="64x2048,256x4096,1024x1024", help="comma-separated SEQUENCESxTOKENS")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--naive-repeats", type=int, default=3, help="repeats of the (slow) naive baseline")
+    parser.add_argument("--gzip", action="store_true", help="ask run-api for gzip (the server's serve time changes, the bytes decoded do not)")
     parser.add_argument("--json", action="store_true", help="print all figures as one JSON line")
     args = parser.parse_args()
     rows = []
     for size in args.sizes.split(","):
         sequences, tokens = (int(part) for part in size.lower().split("x"))
         for extras in (True, False):
-            row = bench(sequences, tokens, extras, args.repeats, args.naive_repeats)
+            row = bench(sequences, tokens, extras, args.repeats, args.naive_repeats, args.gzip)
             rows.append(row)
             if not args.json:
                 print(f"{row['shape']:>10} adv+logprobs={str(extras):5} payload {row['payload_mb']:7.2f} MB  "
-                      f"server {row['server_serve_s']:6.2f} s  floor {row['floor']['median_ms']:8.1f} ms  "
+                      f"server {row['server_serve_s']:6.2f} s  floor {row['floor']['median_ms']:8.1f} ms ({row['floor_decoder']})  "
                       f"ours {row['ours']['median_ms']:8.1f} ms (iqr {row['ours']['iqr_ms']:.1f})  "
                       f"naive {row['naive']['median_ms']:9.1f} ms  ours/floor {row['ours_over_floor']:.2f}  "
                       f"naive/ours {row['naive_over_ours']:.1f}  {row['ours_tokens_per_s'] / 1e6:.1f}M tok/s", flush=True)

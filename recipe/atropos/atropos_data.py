@@ -71,23 +71,21 @@ def scored_data_to_dataproto(
     # Position of each token relative to its row's response start: negative inside the prompt.
     relative = np.arange(tokens.shape[0]) - np.repeat(response_start, lengths)
 
-    prompt_column = relative + max_prompt_length
-    in_prompt = (relative < 0) & (prompt_column >= 0)
+    # Scatter through flat indices into the (rows, prompt + response) grid: one index array per
+    # region instead of (row, column) pairs per field.
+    width = max_prompt_length + max_response_length
+    in_prompt = (relative < 0) & (relative >= -max_prompt_length)
     in_response = (relative >= 0) & (relative < max_response_length)
-    prompt_rows, prompt_cols = row_of_token[in_prompt], prompt_column[in_prompt]
-    resp_rows, resp_cols = row_of_token[in_response], relative[in_response]
+    kept = in_prompt | in_response
+    grid_index = row_of_token[kept] * width + (relative[kept] + max_prompt_length)
+    response_index = row_of_token[in_response] * max_response_length + relative[in_response]
 
-    prompts = np.full((n_rows, max_prompt_length), pad_token_id, dtype=np.int64)
-    prompts[prompt_rows, prompt_cols] = tokens[in_prompt]
-    prompt_attention = np.zeros((n_rows, max_prompt_length), dtype=np.int64)
-    prompt_attention[prompt_rows, prompt_cols] = 1
-
-    responses = np.full((n_rows, max_response_length), pad_token_id, dtype=np.int64)
-    responses[resp_rows, resp_cols] = tokens[in_response]
-    response_attention = np.zeros((n_rows, max_response_length), dtype=np.int64)
-    response_attention[resp_rows, resp_cols] = 1
+    input_ids = np.full((n_rows, width), pad_token_id, dtype=np.int64)
+    input_ids.ravel()[grid_index] = tokens[kept]
+    attention = np.zeros((n_rows, width), dtype=np.int64)
+    attention.ravel()[grid_index] = 1
     response_mask = np.zeros((n_rows, max_response_length), dtype=np.int64)
-    response_mask[resp_rows, resp_cols] = is_completion[in_response]
+    response_mask.ravel()[response_index] = is_completion[in_response]
 
     kept_response = np.minimum(response_lengths, max_response_length)
     token_level_scores = np.zeros((n_rows, max_response_length), dtype=np.float32)
@@ -95,13 +93,13 @@ def scored_data_to_dataproto(
 
     token_level_advantages = np.zeros((n_rows, max_response_length), dtype=np.float32)
     if advantages is not None:
-        token_level_advantages[resp_rows, resp_cols] = advantages[in_response]
+        token_level_advantages.ravel()[response_index] = advantages[in_response]
 
-    attention_mask = torch.from_numpy(np.concatenate([prompt_attention, response_attention], axis=1))
+    attention_mask = torch.from_numpy(attention)
     tensors = {
-        "prompts": torch.from_numpy(prompts),
-        "responses": torch.from_numpy(responses),
-        "input_ids": torch.from_numpy(np.concatenate([prompts, responses], axis=1)),
+        "prompts": torch.from_numpy(np.ascontiguousarray(input_ids[:, :max_prompt_length])),
+        "responses": torch.from_numpy(np.ascontiguousarray(input_ids[:, max_prompt_length:])),
+        "input_ids": torch.from_numpy(input_ids),
         "attention_mask": attention_mask,
         "position_ids": compute_position_id_with_mask(attention_mask),
         "response_mask": torch.from_numpy(response_mask),
@@ -112,7 +110,7 @@ def scored_data_to_dataproto(
     }
     if logprobs is not None and logprob_rows.all():
         rollout_log_probs = np.zeros((n_rows, max_response_length), dtype=np.float32)
-        rollout_log_probs[resp_rows, resp_cols] = logprobs[in_response]
+        rollout_log_probs.ravel()[response_index] = logprobs[in_response]
         tensors["rollout_log_probs"] = torch.from_numpy(rollout_log_probs)
 
     uids = np.repeat(np.array([g.uid for g in groups], dtype=object), [g.size for g in groups])

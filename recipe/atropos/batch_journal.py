@@ -1,9 +1,11 @@
 """Journal of Atropos batches: `/batch` pops data on the server, so a batch lives here from the
 moment it is pulled until a checkpoint covers the step that trained on it.
 
-Files `step_<N>.json` (raw groups as the server sent them), written atomically before training.
-On resume from a checkpoint at step K, entries with step > K are replayed first, in order.
-`buffer.json` holds the groups pulled but not yet assigned to a step (loaded back on resume).
+Files `step_<N>.json` (the step's groups as ScoredData objects: the fields training reads),
+written atomically before training. On resume from a checkpoint at step K, entries with step > K are
+replayed first, in order. `buffer.json` holds the groups pulled but not yet assigned to a step, and
+`prefetched.json` a batch the background poll pulled that the trainer has not taken yet (both loaded
+back on resume).
 """
 
 from __future__ import annotations
@@ -43,19 +45,33 @@ class BatchJournal:
         right after `record(after_step, ...)`."""
         self._write(self._buffer_path, {"after_step": after_step, "groups": raw_groups})
 
+    @property
+    def _prefetched_path(self) -> Path:
+        return self.directory / "prefetched.json"
+
+    def save_prefetched(self, raw_groups: list[dict[str, Any]]) -> None:
+        """A batch pulled ahead by the background poll, until the trainer buffers it (`clear_prefetched`)."""
+        self._write(self._prefetched_path, raw_groups)
+
+    def clear_prefetched(self) -> None:
+        """Called once `save_buffer` holds the prefetched batch's groups."""
+        self._prefetched_path.unlink(missing_ok=True)
+
     def load_buffer(self) -> list[dict[str, Any]]:
-        """The saved buffer. A crash between `record(N)` and `save_buffer(N)` leaves the buffer of
-        step N-1, which still holds groups that step N took: those are left out (they replay with N)."""
-        path = self._buffer_path
-        if not path.exists():
-            return []
-        saved = orjson.loads(path.read_bytes())
-        groups = saved["groups"]
-        later = [step for step in self.steps() if step > saved["after_step"]]
-        if later:
-            taken = {orjson.dumps(group) for step in later for group in self.load(step)}
-            groups = [group for group in groups if orjson.dumps(group) not in taken]
-        return groups
+        """The saved buffer, then a prefetched batch not taken yet. A crash between `record(N)` and
+        `save_buffer(N)` leaves the buffer of step N-1, which still holds groups that step N took, and a
+        crash between `save_buffer` and `clear_prefetched` leaves a batch in both files: groups already
+        in a later step or in the buffer are left out (each replays or trains once)."""
+        buffered: list[dict[str, Any]] = []
+        after_step = -1
+        if self._buffer_path.exists():
+            saved = orjson.loads(self._buffer_path.read_bytes())
+            buffered, after_step = saved["groups"], saved["after_step"]
+        prefetched = orjson.loads(self._prefetched_path.read_bytes()) if self._prefetched_path.exists() else []
+        in_steps = {orjson.dumps(group) for step in self.steps() if step > after_step for group in self.load(step)}
+        buffered = [group for group in buffered if orjson.dumps(group) not in in_steps]
+        in_buffer = {orjson.dumps(group) for group in buffered}
+        return buffered + [group for group in prefetched if orjson.dumps(group) not in in_steps | in_buffer]
 
     def _write(self, path: Path, raw_groups: Any) -> Path:
         tmp = path.with_suffix(".tmp")

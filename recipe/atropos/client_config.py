@@ -27,6 +27,8 @@ class AtroposClientConfig:
     max_poll_interval: float
     max_policy_lag: int | None
     env_names_file: str | None
+    gzip_batches: bool
+    prefetch: bool
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | DictConfig | None = None) -> AtroposClientConfig:

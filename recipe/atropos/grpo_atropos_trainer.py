@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from recipe.atropos.atropos_data import scored_data_to_dataproto
 from recipe.atropos.atropos_integration import AtroposBatch, AtroposEnvironmentClient
 from recipe.atropos.atropos_metrics import atropos_batch_metrics, load_env_names
 from recipe.atropos.batch_journal import BatchJournal
+from recipe.atropos.batch_prefetcher import BatchPrefetcher
 from recipe.atropos.client_config import AtroposClientConfig
 from recipe.atropos.errors import AtroposNotRegisteredError, AtroposUnavailableError
 from recipe.atropos.group_buffer import GroupBuffer
@@ -91,6 +93,9 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.version_registry = PolicyVersionRegistry()
         self.stale_groups_total = 0
         self.group_buffer = GroupBuffer()
+        self.prefetcher = BatchPrefetcher(self._prefetch_poll) if self.atropos_config.prefetch else None
+        # Seconds of `/batch` polling (wherever it ran), and of it what the trainer waited for.
+        self.poll_seconds = {"step_exposed": 0.0, "poll": 0.0, "exposed": 0.0, "prefetched": 0}
         # Colocated engines that free their memory for training cannot serve environments meanwhile.
         self.pause_inference_while_training = bool(self.config.actor_rollout_ref.rollout.get("free_cache_engine", False))
 
@@ -179,7 +184,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             return
         if batch is not None:
             self.group_buffer.add(batch)
-            self.journal.save_buffer(self.global_steps - 1, self.group_buffer.raws())
+            self.journal.save_buffer(self.global_steps - 1, self.group_buffer.scored_data())
         deadline = time.monotonic() + self.atropos_config.max_wait_time
         while not os.path.exists(names_file) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -260,7 +265,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         logger.warning("Replaying the journaled Atropos batch of step %d as step %d", step, self.global_steps)
         batch = self.client.validate_batch(self.journal.load(step))
         if step != self.global_steps:
-            self.journal.record(self.global_steps, batch.raw)
+            self.journal.record(self.global_steps, [group.to_scored_data() for group in batch.groups])
             self.journal.discard(step)
         return batch
 
@@ -268,7 +273,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         """Remove buffered groups older than max_policy_lag (logged by filter_stale_groups)."""
         if self.max_policy_lag is None or not len(self.group_buffer):
             return 0
-        lag = filter_stale_groups([group for group, _ in self.group_buffer.entries], self.version_registry,
+        lag = filter_stale_groups(self.group_buffer.entries, self.version_registry,
                                   self.global_steps - 1, self.max_policy_lag)
         stale = {id(group) for group in lag.stale}
         return len(self.group_buffer.remove_if(lambda group: id(group) in stale))
@@ -279,12 +284,15 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         in time. Also returns how many stale groups were dropped."""
         polled: list[AtroposBatch] = []
         stale = 0
+        self.poll_seconds["step_exposed"] = 0.0
         while True:
             stale += self._drop_stale_buffered()
             taken = self.group_buffer.take_exact(self.sequences_per_step)
             if taken is not None:
                 break
-            batch = self._poll_atropos()
+            started = time.monotonic()
+            batch = self._prefetched_batch() if self.prefetcher is not None and self.prefetcher.pending else self._poll_atropos()
+            self._count_poll(time.monotonic() - started, batch.wait_s if batch is not None else 0.0)
             if batch is None:
                 return None, stale
             polled.append(batch)
@@ -297,21 +305,68 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
                 logger.warning("Atropos batch at step %d had no valid group (%d invalid)", self.global_steps,
                                len(batch.invalid))
             # Popped on the server: kept on disk until a step's journal entry takes it over.
-            self.journal.save_buffer(self.global_steps - 1, self.group_buffer.raws())
+            self.journal.save_buffer(self.global_steps - 1, self.group_buffer.scored_data())
+            self.journal.clear_prefetched()
         step_batch = AtroposBatch(
-            groups=[group for group, _ in taken],
+            groups=taken,
             invalid=[bad for batch in polled for bad in batch.invalid],
             received_groups=sum(batch.received_groups for batch in polled),
             payload_bytes=sum(batch.payload_bytes for batch in polled),
             wait_s=sum(batch.wait_s for batch in polled),
-            raw=[raw for _, raw in taken],
         )
-        self.journal.record(self.global_steps, step_batch.raw)
-        self.journal.save_buffer(self.global_steps, self.group_buffer.raws())
+        self.journal.record(self.global_steps, [group.to_scored_data() for group in taken])
+        self.journal.save_buffer(self.global_steps, self.group_buffer.scored_data())
+        if self.prefetcher is None or not self.prefetcher.pending:
+            self.journal.clear_prefetched()  # its groups are in the step or the buffer now
+        self._start_prefetch()
         if os.environ.get(FAULT_EXIT_AFTER_JOURNAL_ENV) == str(self.global_steps):
             logger.error("fault injection: exiting after journaling step %d", self.global_steps)
             os._exit(75)
         return step_batch, stale
+
+    # ------------------------------------------------------------------ prefetch (batch_prefetcher.py)
+    def _start_prefetch(self) -> None:
+        """Poll the next step's batch while this one trains, when the next step will need one from the
+        server (not the last step, no journaled batch to replay, the buffer cannot fill it)."""
+        if (self.prefetcher is None or not self.registered or self.global_steps >= self.total_training_steps
+                or self.replay_steps or self.group_buffer.sequences >= self.sequences_per_step):
+            return
+        self.prefetcher.start()
+
+    def _prefetch_poll(self, stop: threading.Event) -> AtroposBatch | None:
+        """Runs in the prefetch thread: one `poll_batch`, journaled as soon as it is pulled."""
+        batch = self.client.poll_batch(stop=stop)
+        if batch is not None and batch.groups:
+            self.journal.save_prefetched([group.to_scored_data() for group in batch.groups])
+        return batch
+
+    def _prefetched_batch(self) -> AtroposBatch | None:
+        """The prefetched batch; when its poll failed (server gone, registration lost), the usual path
+        decides: health check, registering again, fallback."""
+        try:
+            batch, _ = self.prefetcher.take()
+        except (AtroposUnavailableError, AtroposNotRegisteredError) as exc:
+            logger.warning("prefetch poll failed (%s): polling again in the trainer", exc)
+            self.registered = False
+            return self._poll_atropos()
+        if batch is None:
+            logger.warning("No Atropos batch within %.1fs (prefetch)", self.atropos_config.max_wait_time)
+            return None
+        self.poll_seconds["prefetched"] += 1
+        return batch
+
+    def _count_poll(self, exposed_s: float, poll_s: float) -> None:
+        for key, value in (("step_exposed", exposed_s), ("exposed", exposed_s), ("poll", poll_s)):
+            self.poll_seconds[key] += value
+
+    def _poll_metrics(self) -> dict[str, float]:
+        seconds = self.poll_seconds
+        return {
+            "atropos/poll_exposed_wait_s": seconds["step_exposed"],
+            "atropos/prefetched_batches_total": float(seconds["prefetched"]),
+            # Share of all polling so far that ran while a step trained: 0 without prefetch.
+            "atropos/poll_hidden_share": max(0.0, 1.0 - seconds["exposed"] / seconds["poll"]) if seconds["poll"] > 0 else 0.0,
+        }
 
     def _next_batch(self, local_batches: Iterator[dict], timing_raw: dict) -> tuple[DataProto, dict[str, float]]:
         replayed = bool(self.replay_steps)
@@ -320,7 +375,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.stale_groups_total += stale
         stale_metrics = {"atropos/stale_groups_dropped": float(stale),
                          "atropos/stale_groups_dropped_total": float(self.stale_groups_total),
-                         "atropos/buffered_groups": float(len(self.group_buffer))}
+                         "atropos/buffered_groups": float(len(self.group_buffer)),
+                         **self._poll_metrics()}
         if atropos_batch is not None and atropos_batch.groups:
             with marked_timer("atropos_convert", timing_raw, color="blue"):
                 data = self._atropos_dataproto(atropos_batch)
@@ -416,6 +472,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         if buffered:
             self.group_buffer.add(self.client.validate_batch(buffered))
             logger.warning("Resuming with %d pulled but untrained Atropos group(s) from the journal", len(self.group_buffer))
+            self.journal.save_buffer(self.global_steps, self.group_buffer.scored_data())
+            self.journal.clear_prefetched()
         self.journal.covered(self.global_steps)
         if self.replay_steps:
             logger.warning("Resuming at step %d: %d journaled Atropos batch(es) to train first: steps %s",
@@ -450,5 +508,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
                 self.global_steps += 1
         finally:
             progress.close()
+            if self.prefetcher is not None:
+                # A batch it pulled stays journaled (prefetched.json) for a resumed run.
+                self.prefetcher.close(timeout=self.atropos_config.timeout)
             if self.inference is not None:
                 self.inference.stop()

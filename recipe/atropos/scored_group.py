@@ -53,6 +53,25 @@ class ScoredGroup:
         """Per-sequence views of one of the flat fields."""
         return np.split(flat, np.cumsum(self.lengths)[:-1])
 
+    def to_scored_data(self) -> dict[str, Any]:
+        """The group as a ScoredData object, rows as numpy arrays (orjson's OPT_SERIALIZE_NUMPY
+        writes them as lists): what the journal stores; `validate_group` reads it back equal."""
+        data: dict[str, Any] = {
+            "tokens": self.split(self.tokens),
+            "masks": self.split(self.masks),
+            "scores": self.scores,
+            "env_id": self.env_id,
+        }
+        for field in ("advantages", "inference_logprobs"):
+            values = getattr(self, field)
+            if values is not None:
+                data[field] = self.split(values)
+        if self.overrides is not None:
+            data["overrides"] = self.overrides
+        if self.group_overrides is not None:
+            data["group_overrides"] = self.group_overrides
+        return data
+
 
 @dataclasses.dataclass(frozen=True)
 class InvalidGroup:
@@ -98,14 +117,21 @@ class TrajectoryBatch:
         return cls(tokens, masks, scores, group_ids, advantages, metadata)
 
 
-def _flatten(group_index: int, env_id: object, field: str, rows: Any, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+RaggedField = tuple[np.ndarray, np.ndarray]  # (flat values, per-row lengths)
+
+
+def _flatten(group_index: int, env_id: object, field: str, rows: Any, dtype: type) -> RaggedField:
     """(flat values, per-row lengths) of a list of lists; raises InvalidGroupError on wrong types."""
     if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
         raise InvalidGroupError(group_index, env_id, field, "must be a list of lists")
     lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+    if dtype is np.int64:  # numpy would truncate 1.5 to 1 and read True as 1
+        other = {type(value).__name__ for value in chain.from_iterable(rows) if type(value) is not int}
+        if other:
+            raise InvalidGroupError(group_index, env_id, field, f"holds values that are not integers ({', '.join(sorted(other))})")
     try:
         flat = np.fromiter(chain.from_iterable(rows), dtype=dtype, count=int(lengths.sum()))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidGroupError(group_index, env_id, field, f"holds a value that is not a {dtype.__name__}: {exc}") from exc
     return flat, lengths
 
@@ -134,7 +160,7 @@ def validate_group(
     vocab_size: int | None = None,
     max_token_len: int | None = None,
 ) -> ScoredGroup:
-    """Check one raw ScoredData dict from `/batch` and return it as a ScoredGroup.
+    """Check one raw ScoredData dict (decoded JSON) and return it as a ScoredGroup.
 
     Raises InvalidGroupError (naming the group and the field) when the group cannot be trained on.
     """
@@ -144,8 +170,55 @@ def validate_group(
     for field in ("tokens", "masks", "scores"):
         if raw.get(field) is None:
             raise InvalidGroupError(group_index, env_id, field, "is missing")
+    tokens = _flatten(group_index, env_id, "tokens", raw["tokens"], np.int64)
+    masks = _flatten(group_index, env_id, "masks", raw["masks"], np.int64)
+    scores_raw = raw["scores"]
+    if not isinstance(scores_raw, list):
+        raise InvalidGroupError(group_index, env_id, "scores", "must be a list")
+    not_numbers = [value for value in scores_raw if type(value) not in (int, float)]
+    if not_numbers:
+        raise InvalidGroupError(group_index, env_id, "scores", f"holds a value that is not a number: {not_numbers[0]!r}")
+    try:
+        scores = np.asarray(scores_raw, dtype=np.float64)
+    except OverflowError as exc:
+        raise InvalidGroupError(group_index, env_id, "scores", f"holds a value that is not a float: {exc}") from exc
+    per_token = {}
+    for field in PER_TOKEN_FLOAT_FIELDS:
+        rows = _optional(raw, field)
+        per_token[field] = None if rows is None else _flatten(group_index, env_id, field, rows, np.float64)
+    return check_group(
+        group_index,
+        env_id,
+        tokens=tokens,
+        masks=masks,
+        scores=scores,
+        per_token=per_token,
+        overrides=_optional(raw, "overrides"),
+        group_overrides=raw.get("group_overrides"),
+        vocab_size=vocab_size,
+        max_token_len=max_token_len,
+    )
 
-    tokens, lengths = _flatten(group_index, env_id, "tokens", raw["tokens"], np.int64)
+
+PER_TOKEN_FLOAT_FIELDS = ("advantages", "inference_logprobs")
+
+
+def check_group(
+    group_index: int,
+    env_id: object,
+    *,
+    tokens: RaggedField,
+    masks: RaggedField,
+    scores: np.ndarray,
+    per_token: Mapping[str, RaggedField | None],
+    overrides: Any,
+    group_overrides: Any,
+    vocab_size: int | None,
+    max_token_len: int | None,
+) -> ScoredGroup:
+    """Every invariant the conversion and the advantage rule rely on, on a group already read into
+    flat arrays (by `validate_group` from Python objects, or by batch_payload.py from the bytes)."""
+    token_ids, lengths = tokens
     n = lengths.shape[0]
     if n == 0:
         raise InvalidGroupError(group_index, env_id, "tokens", "the group is empty (no sequences)")
@@ -157,14 +230,14 @@ def validate_group(
         raise InvalidGroupError(
             group_index, env_id, "tokens", f"tokens[{i}] has {int(lengths[i])} tokens, more than max_token_len={max_token_len}"
         )
-    if tokens.min() < 0 or (vocab_size is not None and tokens.max() >= vocab_size):
+    if token_ids.min() < 0 or (vocab_size is not None and token_ids.max() >= vocab_size):
         limit = f"[0, {vocab_size})" if vocab_size is not None else ">= 0"
         raise InvalidGroupError(group_index, env_id, "tokens", f"holds a token id outside {limit}")
 
-    masks, mask_lengths = _flatten(group_index, env_id, "masks", raw["masks"], np.int64)
+    mask_labels, mask_lengths = masks
     _check_row_lengths(group_index, env_id, "masks", mask_lengths, lengths)
-    is_completion = masks != PROMPT_LABEL
-    wrong_label = np.flatnonzero(is_completion & (masks != tokens))
+    is_completion = mask_labels != PROMPT_LABEL
+    wrong_label = np.flatnonzero(is_completion & (mask_labels != token_ids))
     if wrong_label.size:
         raise InvalidGroupError(
             group_index, env_id, "masks", f"flat index {int(wrong_label[0])} is neither -100 nor the token id"
@@ -175,29 +248,21 @@ def validate_group(
     if no_completion.size:
         raise InvalidGroupError(group_index, env_id, "masks", f"masks[{int(no_completion[0])}] has no completion token")
 
-    scores_raw = raw["scores"]
-    if not isinstance(scores_raw, list):
-        raise InvalidGroupError(group_index, env_id, "scores", "must be a list")
-    if len(scores_raw) != n:
-        raise InvalidGroupError(group_index, env_id, "scores", f"has {len(scores_raw)} scores for {n} sequences")
-    try:
-        scores = np.asarray(scores_raw, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidGroupError(group_index, env_id, "scores", f"holds a value that is not a number: {exc}") from exc
+    if scores.shape[0] != n:
+        raise InvalidGroupError(group_index, env_id, "scores", f"has {scores.shape[0]} scores for {n} sequences")
     _check_finite(group_index, env_id, "scores", scores)
 
-    per_token: dict[str, np.ndarray | None] = {}
-    for field in ("advantages", "inference_logprobs"):
-        rows = _optional(raw, field)
-        if rows is None:
-            per_token[field] = None
+    checked: dict[str, np.ndarray | None] = {}
+    for field in PER_TOKEN_FLOAT_FIELDS:
+        ragged = per_token.get(field)
+        if ragged is None:
+            checked[field] = None
             continue
-        values, field_lengths = _flatten(group_index, env_id, field, rows, np.float64)
+        values, field_lengths = ragged
         _check_row_lengths(group_index, env_id, field, field_lengths, lengths)
         _check_finite(group_index, env_id, field, values)
-        per_token[field] = values.astype(np.float32)
+        checked[field] = values.astype(np.float32)
 
-    overrides = _optional(raw, "overrides")
     zero_advantage = np.zeros(n, dtype=bool)
     if overrides is not None:
         if not isinstance(overrides, list) or len(overrides) != n:
@@ -206,10 +271,9 @@ def validate_group(
             if item is not None and not isinstance(item, dict):
                 raise InvalidGroupError(group_index, env_id, "overrides", f"overrides[{i}] must be an object or null")
             zero_advantage[i] = bool(item and item.get("set_advantage_to_zero", False))
-    group_overrides = raw.get("group_overrides")
     if group_overrides is not None and not isinstance(group_overrides, dict):
         raise InvalidGroupError(group_index, env_id, "group_overrides", "must be an object")
-    if env_id is not None and not isinstance(env_id, int):
+    if env_id is not None and (not isinstance(env_id, int) or isinstance(env_id, bool)):
         raise InvalidGroupError(group_index, env_id, "env_id", "must be an integer")
 
     return ScoredGroup(
@@ -217,11 +281,11 @@ def validate_group(
         group_index=group_index,
         env_id=env_id,
         lengths=lengths,
-        tokens=tokens,
-        masks=masks,
+        tokens=token_ids,
+        masks=mask_labels,
         scores=scores,
-        advantages=per_token["advantages"],
-        inference_logprobs=per_token["inference_logprobs"],
+        advantages=checked["advantages"],
+        inference_logprobs=checked["inference_logprobs"],
         zero_advantage=zero_advantage,
         overrides=overrides,
         group_overrides=group_overrides,

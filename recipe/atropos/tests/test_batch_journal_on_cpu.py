@@ -28,3 +28,20 @@ def test_buffer_saved_after_a_step_leaves_out_what_a_later_step_took(tmp_path):
     assert journal.load_buffer() == [b, c]
     journal.record(2, [b])  # crash before save_buffer(2): the saved buffer still holds b
     assert journal.load_buffer() == [c]
+
+
+def test_prefetched_batch_is_loaded_once_whichever_file_holds_it(tmp_path):
+    journal = BatchJournal(tmp_path / "j")
+    a, b, c, d = ({"tokens": [[i, 2]], "masks": [[-100, 2]], "scores": [0.0]} for i in range(4))
+    journal.save_buffer(1, [a, a])  # two equal groups are two groups
+    journal.save_prefetched([b, c])  # crash while the batch waits for the trainer
+    assert journal.load_buffer() == [a, a, b, c]
+    journal.save_buffer(1, [a, a, b, c])  # crash after the trainer buffered it, before clear_prefetched
+    assert journal.load_buffer() == [a, a, b, c]
+    journal.record(2, [a, b])
+    journal.save_buffer(2, [a, c])
+    journal.clear_prefetched()
+    journal.save_prefetched([d])
+    assert journal.load_buffer() == [a, c, d]
+    journal.clear_prefetched()
+    assert journal.load_buffer() == [a, c]

@@ -47,6 +47,9 @@ def test_loop_trains_on_environment_rollouts_from_the_served_policy(tmp_path):
     assert [s["atropos/inference/policy_version"] for s in steps] == list(range(1, STEPS + 1))
     assert steps[-1]["atropos/policy_version_min"] > steps[0]["atropos/policy_version_min"]
     assert all(s["atropos/policy_lag_max"] <= 2 for s in steps)  # demo config: max_policy_lag=2
+    # Batches were polled while steps trained (prefetch is on by default); the lag above includes them.
+    assert steps[-1]["atropos/prefetched_batches_total"] >= 1
+    assert 0.0 < steps[-1]["atropos/poll_hidden_share"] <= 1.0
     # The environments' inference_logprobs drive verl's rollout importance sampling: weights move off 1
     # once the data is a step behind the trained policy.
     is_means = [s["rollout_corr/rollout_is_mean"] for s in steps]

@@ -1,0 +1,157 @@
+"""A `/batch` answer decoded from its bytes straight into validated groups.
+
+The answer is megabytes of JSON, nearly all of it numbers in the per-token lists. Decoding it into
+Python objects (one per number) and then into numpy costs about twice the decode itself. simdjson
+parses the bytes into its own tape and copies each per-token field into a numpy buffer in C, so no
+Python object is made per token; each group then gets the same checks as the dict path
+(`check_group`). A group this path cannot read exactly (a missing field, a value of the wrong type,
+a row that is not a list) is converted to Python and validated the slow way, which names the field.
+
+`as_buffer` flattens nested lists; a row holding a one-element list would read as a number. run-api
+refuses such data at `/scored_data` (its ScoredData schema is `List[List[int]]`: 422), so it never
+reaches `/batch`; journal replays go through the dict path, which checks every value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+import simdjson
+
+from recipe.atropos.errors import AtroposProtocolError, InvalidGroupError
+from recipe.atropos.scored_group import PER_TOKEN_FLOAT_FIELDS, RaggedField, ScoredGroup, check_group, validate_group
+
+
+@dataclasses.dataclass
+class BatchAnswer:
+    """What `/batch` said: its status fields and, per group, a ScoredGroup or the error that drops it."""
+
+    status: Any
+    message: Any
+    groups: list[ScoredGroup | InvalidGroupError] | None  # None: no batch ready on the server
+
+
+class _NeedsSlowPath(Exception):
+    """The fast reader cannot read this group exactly; the dict path will say what is wrong."""
+
+
+def _ragged(element: simdjson.Object, field: str, of_type: str, dtype: type) -> RaggedField | None:
+    """A list-of-lists field as (flat values, row lengths); None when absent, null or []."""
+    value = element.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, simdjson.Array):
+        raise _NeedsSlowPath
+    try:
+        lengths = np.fromiter(map(len, value), dtype=np.int64, count=len(value))
+        flat = np.frombuffer(value.as_buffer(of_type=of_type), dtype=dtype)
+    except (TypeError, ValueError) as exc:  # a row that is not a list, a value of another type
+        raise _NeedsSlowPath from exc
+    if flat.shape[0] != int(lengths.sum()):
+        raise _NeedsSlowPath
+    return flat, lengths
+
+
+def _python(value: Any) -> Any:
+    """Small non-numeric fields (overrides, group_overrides) as plain Python objects."""
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    return value
+
+
+def _read_group(element: simdjson.Object, index: int, vocab_size: int | None, max_token_len: int | None) -> ScoredGroup:
+    env_id = element.get("env_id")
+    tokens = _ragged(element, "tokens", "i", np.int64)
+    masks = _ragged(element, "masks", "i", np.int64)
+    scores_value = element.get("scores")
+    if tokens is None or masks is None or not isinstance(scores_value, simdjson.Array) or isinstance(
+        env_id, (simdjson.Array, simdjson.Object)
+    ):
+        raise _NeedsSlowPath
+    try:
+        scores = np.frombuffer(scores_value.as_buffer(of_type="d"), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise _NeedsSlowPath from exc
+    if scores.shape[0] != len(scores_value):
+        raise _NeedsSlowPath
+    per_token = {}
+    for field in PER_TOKEN_FLOAT_FIELDS:
+        ragged = _ragged(element, field, "d", np.float64)
+        per_token[field] = None if ragged is None or ragged[1].shape[0] == 0 else ragged
+    overrides = _python(element.get("overrides"))
+    return check_group(
+        index,
+        env_id,
+        tokens=tokens,
+        masks=masks,
+        scores=scores,
+        per_token=per_token,
+        overrides=overrides if overrides != [] else None,
+        group_overrides=_python(element.get("group_overrides")),
+        vocab_size=vocab_size,
+        max_token_len=max_token_len,
+    )
+
+
+def _validated(groups: list, check: Any) -> list[ScoredGroup | InvalidGroupError]:
+    results: list[ScoredGroup | InvalidGroupError] = []
+    for index, group in enumerate(groups):
+        try:
+            results.append(check(group, index))
+        except InvalidGroupError as exc:
+            results.append(exc)
+    return results
+
+
+def decode_batch_answer(payload: bytes, *, vocab_size: int | None = None, max_token_len: int | None = None) -> BatchAnswer:
+    """Decode and validate one `/batch` answer. Raises AtroposProtocolError when it is not JSON or
+    not the API's shape (`{"batch": [...] | null, ...}`); bad groups are results, not errors."""
+    try:
+        document = simdjson.Parser().parse(payload)
+    except (ValueError, RuntimeError):  # simdjson's parse errors (RuntimeError: BIGINT_ERROR)
+        # Not strict JSON for simdjson (NaN, integers beyond 64 bits): the stdlib reads those, and the
+        # dict path then names the group and field.
+        return _decode_python(payload, vocab_size, max_token_len)
+    if not isinstance(document, simdjson.Object) or "batch" not in document:
+        raise AtroposProtocolError(f"/batch answered an unexpected shape: {payload[:200]!r}")
+    batch = document.get("batch")
+    answer = BatchAnswer(status=_python(document.get("status")), message=_python(document.get("message")), groups=None)
+    if batch is None:
+        return answer
+    if not isinstance(batch, simdjson.Array):
+        raise AtroposProtocolError(f"/batch 'batch' must be a list or null, got {payload[:200]!r}")
+
+    def check(element: Any, index: int) -> ScoredGroup:
+        if isinstance(element, simdjson.Object):
+            try:
+                return _read_group(element, index, vocab_size, max_token_len)
+            except _NeedsSlowPath:
+                pass
+        return validate_group(_python(element), index, vocab_size=vocab_size, max_token_len=max_token_len)
+
+    answer.groups = _validated(list(batch), check)
+    return answer
+
+
+def _decode_python(payload: bytes, vocab_size: int | None, max_token_len: int | None) -> BatchAnswer:
+    try:
+        document = json.loads(payload)
+    except ValueError as exc:
+        raise AtroposProtocolError(f"/batch answered non-JSON: {payload[:200]!r}") from exc
+    if not isinstance(document, dict) or "batch" not in document:
+        raise AtroposProtocolError(f"/batch answered an unexpected shape: {str(document)[:200]}")
+    batch = document["batch"]
+    answer = BatchAnswer(status=document.get("status"), message=document.get("message"), groups=None)
+    if batch is None:
+        return answer
+    if not isinstance(batch, list):
+        raise AtroposProtocolError(f"/batch 'batch' must be a list or null, got {type(batch).__name__}")
+    answer.groups = _validated(
+        batch, lambda group, index: validate_group(group, index, vocab_size=vocab_size, max_token_len=max_token_len)
+    )
+    return answer

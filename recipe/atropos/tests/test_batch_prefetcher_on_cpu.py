@@ -1,0 +1,60 @@
+"""The background poll against the real run-api: the batch it pulls is the one posted, the caller
+waits only for what is left of the poll, errors reach the caller, and closing leaves no thread."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from recipe.atropos.batch_prefetcher import BatchPrefetcher
+from recipe.atropos.errors import AtroposUnavailableError
+from recipe.atropos.env_api import post_groups, register_env
+from recipe.atropos.tests.scored_data_factory import make_group
+from recipe.atropos.tests.test_client_real_api_on_cpu import GROUP, fast_client, started_trainer
+
+
+def prefetch_threads():
+    return [thread for thread in threading.enumerate() if thread.name.startswith("atropos-prefetch")]
+
+
+def test_prefetched_batch_is_the_posted_one_and_its_wait_ran_in_the_background(run_api):
+    client = started_trainer(run_api.url)
+    env_id = register_env(run_api.url, name="prefetch", weight=1.0, group_size=GROUP, max_token_length=64)
+    prefetcher = BatchPrefetcher(lambda stop: client.poll_batch(stop=stop))
+    prefetcher.start()
+    assert prefetcher.pending
+    time.sleep(1.0)  # the "training step": the queue is empty meanwhile, the poll keeps trying
+    rng = np.random.default_rng(0)
+    groups = [make_group(rng, group_size=GROUP, env_id=env_id) for _ in range(2)]
+    post_groups(run_api.url, groups, env_id=env_id)
+    time.sleep(1.5)  # the poll finds the batch while the step still trains
+    batch, waited = prefetcher.take()
+    assert not prefetcher.pending
+    assert [g.tokens.tolist() for g in batch.groups] == [sum(g["tokens"], []) for g in groups]
+    assert batch.wait_s > 0.9 and waited < 0.2, (batch.wait_s, waited)
+    assert prefetcher.close(timeout=5.0) is None
+    time.sleep(0.1)
+    assert not prefetch_threads()
+
+
+def test_close_stops_a_poll_of_an_empty_queue_promptly(run_api):
+    client = started_trainer(run_api.url)
+    prefetcher = BatchPrefetcher(lambda stop: client.poll_batch(max_wait_time=300.0, stop=stop))
+    prefetcher.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert prefetcher.close(timeout=10.0) is None
+    assert time.monotonic() - started < 3.0  # one poll interval (<= max_poll_interval), not max_wait_time
+    time.sleep(0.1)
+    assert not prefetch_threads()
+
+
+def test_a_failed_poll_is_raised_to_the_caller(run_api):
+    client = fast_client(run_api.url, max_wait_time=1.0, retry_attempts=2)
+    run_api.stop()
+    prefetcher = BatchPrefetcher(lambda stop: client.poll_batch(stop=stop))
+    prefetcher.start()
+    with pytest.raises(AtroposUnavailableError):
+        prefetcher.take()
+    prefetcher.close(timeout=5.0)
