@@ -146,8 +146,12 @@ class HFCPUServer:
         version, results = await asyncio.to_thread(self._generate_sync, list(prompt_ids), sampling_params, int(n))
         return [TokenOutput(**result, extra_fields={"global_steps": version}) for result in results]
 
-    def load_weights(self, named_tensors: dict[str, torch.Tensor]) -> int:
-        """Load a full or partial state dict; unknown names are an error (they would be silently lost)."""
+    def load_weights(self, named_tensors: dict[str, torch.Tensor], global_steps: int | None = None) -> int:
+        """Load a full or partial state dict; unknown names are an error (they would be silently lost).
+
+        Holds the lock generations hold: a load waits for the completion being decoded and never lands
+        inside one. `global_steps` becomes the served version in the same critical section, so no
+        completion is tagged with a version its weights are not."""
         with self._lock:
             own = self.model.state_dict()
             unknown = sorted(set(named_tensors) - set(own))
@@ -157,6 +161,8 @@ class HFCPUServer:
                 for name, tensor in named_tensors.items():
                     own[name].copy_(tensor.to(own[name].dtype))
             self.weight_updates += 1
+            if global_steps is not None:
+                self.global_steps = int(global_steps)
         return len(named_tensors)
 
     def set_global_steps(self, global_steps: int) -> None:
@@ -259,9 +265,7 @@ class HFCPUServerAdapter(_adapter_base()):
         if not self.has_server:
             return
         server = self._server_handle()
-        loaded = await server.load_weights.remote(state)
-        if global_steps is not None:
-            await server.set_global_steps.remote(global_steps)
+        loaded = await server.load_weights.remote(state, global_steps)
         logger.info("%s: loaded %d tensors into replica %d (global step %s)", BACKEND_NAME, loaded, self.replica_rank, global_steps)
 
 

@@ -21,6 +21,7 @@ those rates in both cases:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import sys
@@ -39,6 +40,30 @@ logger = logging.getLogger(__name__)
 
 class EnvironmentStartError(RuntimeError):
     """An environment exited or did not register with the API in time."""
+
+
+@dataclasses.dataclass
+class EnvSlot:
+    """One configured environment process: the process running it now, and its API registration."""
+
+    spec: EnvSpec
+    index: int
+    process: ManagedProcess
+    env_id: int
+    restarts: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"env_{self.spec.name}_{self.index}"
+
+
+def disconnect(api_url: str, env_id: int) -> bool:
+    """`POST /disconnect-env`: the API stops counting the environment (its min_batch_allocation included)."""
+    try:
+        answer = requests.post(f"{api_url}/disconnect-env", json={"env_id": env_id}, timeout=5)
+        return answer.ok and answer.json().get("status") == "success"
+    except (requests.RequestException, ValueError):
+        return False
 
 
 def registered(api_url: str, env_id: int) -> bool:
@@ -61,8 +86,10 @@ class AtroposEnvironmentManager:
         self.names_file = Path(names_file)
         self.env_vars = dict(env_vars or {})
         self.python = python
-        self.processes: list[tuple[EnvSpec, ManagedProcess]] = []
-        self.names: dict[int, str] = {}
+        self.processes: list[tuple[EnvSpec, ManagedProcess]] = []  # every process started, restarts included
+        self.slots: list[EnvSlot] = []
+        self.restart_count = 0
+        self.names: dict[int, str] = {}  # every env_id registered over the run -> its environment's name
         self.weights = normalized_weights(self.specs)
 
     def inference_weight(self, spec: EnvSpec) -> float:
@@ -106,11 +133,42 @@ class AtroposEnvironmentManager:
         write the names file, which also tells the trainer that every environment is up."""
         for spec in self.specs:
             for index in range(spec.processes):
-                self.start_one(spec, index, inference, trainer_alive)
+                process, env_id = self.start_one(spec, index, inference, trainer_alive)
+                self.slots.append(EnvSlot(spec, index, process, env_id))
         self._write_names()
 
+    def restart_dead(self, inference: UnifiedInferenceManager, max_restarts: int,
+                     trainer_alive: Callable[[], bool] = lambda: True) -> list[str]:
+        """Disconnect and start again every environment process that exited, up to `max_restarts`
+        times each; returns what was done, one line per process (logged by the launcher)."""
+        report = []
+        for slot in self.slots:
+            if slot.process.running() or slot.restarts > max_restarts:
+                continue
+            code = slot.process.process.returncode
+            disconnect(self.api_url, slot.env_id)
+            if slot.restarts == max_restarts:
+                slot.restarts += 1  # reported once
+                report.append(f"{slot.label} (env_id {slot.env_id}) exited with code {code}; max_env_restarts="
+                              f"{max_restarts} reached: left stopped and disconnected (log {slot.process.log_path})")
+                continue
+            slot.restarts += 1
+            try:
+                slot.process, new_id = self.start_one(slot.spec, slot.index, inference, trainer_alive)
+            except EnvironmentStartError as exc:
+                self.processes[-1][1].stop(timeout=10.0)  # the new process, if it is still up
+                report.append(f"{slot.label} exited with code {code}; restart {slot.restarts}/{max_restarts} failed: {exc}")
+                continue
+            report.append(f"{slot.label} exited with code {code}; restarted (restart {slot.restarts}/{max_restarts}): "
+                          f"env_id {slot.env_id} disconnected, registered as env_id {new_id}, pid {slot.process.pid}")
+            slot.env_id = new_id
+            self.restart_count += 1
+            self._write_names()
+        return report
+
     def start_one(self, spec: EnvSpec, index: int, inference: UnifiedInferenceManager,
-                  trainer_alive: Callable[[], bool] = lambda: True) -> ManagedProcess:
+                  trainer_alive: Callable[[], bool] = lambda: True) -> tuple[ManagedProcess, int]:
+        """Start one process and wait until the API registered it; (process, its env_id)."""
         label = f"env_{spec.name}_{index}"
         process = ManagedProcess(label, self.command(spec, inference), log_path=self.log_dir / f"{label}.log",
                                  env=self.env_vars)
@@ -130,15 +188,15 @@ class AtroposEnvironmentManager:
             time.sleep(0.5)
         self.names[env_id] = spec.name
         logger.info("%s registered as env_id %d (pid %d)", label, env_id, process.pid)
-        return process
+        return process, env_id
 
     def _write_names(self) -> None:
         tmp = self.names_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({str(k): v for k, v in self.names.items()}))
         tmp.replace(self.names_file)
 
-    def dead(self) -> list[ManagedProcess]:
-        return [process for _, process in self.processes if not process.running()]
+    def alive(self) -> int:
+        return sum(slot.process.running() for slot in self.slots)
 
     def track_children(self) -> None:
         for _, process in self.processes:

@@ -98,6 +98,9 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.poll_seconds = {"step_exposed": 0.0, "poll": 0.0, "exposed": 0.0, "prefetched": 0}
         # Colocated engines that free their memory for training cannot serve environments meanwhile.
         self.pause_inference_while_training = bool(self.config.actor_rollout_ref.rollout.get("free_cache_engine", False))
+        # hf_cpu loads weights under the lock its generations hold (verl_patches/hf_cpu_rollout.py): a
+        # sync only has to stop new requests, and the ones in flight finish while the weights travel.
+        self.replica_orders_weight_loads = self.config.actor_rollout_ref.rollout.name == "hf_cpu"
 
     # ------------------------------------------------------------------ the policy server for environments
     def _start_inference_service(self) -> None:
@@ -118,15 +121,15 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         write_endpoint_file(path, self.inference.endpoint_record(tokenizer=str(model.get("tokenizer_path") or model.path)))
         logger.info("policy server for environments at %s (endpoint file %s)", self.inference.base_url, path)
 
-    def _pause_inference(self, timing_raw: dict) -> None:
+    def _pause_inference(self, timing_raw: dict, wait: bool = True) -> None:
         if self.inference is not None and self.inference.proxy.is_open:
             with marked_timer("inference_drain", timing_raw, color="blue"):
-                self.inference.pause(self.inference_config.drain_timeout)
+                self.inference.pause(self.inference_config.drain_timeout, wait)
 
     def _sync_weights(self, timing_raw: dict) -> None:
         """Push the updated weights to the replicas with environment requests drained around it."""
         if self.inference_config.weight_sync:
-            self._pause_inference(timing_raw)
+            self._pause_inference(timing_raw, wait=not self.replica_orders_weight_loads)
             with marked_timer("update_weights", timing_raw, color="red"):
                 self.checkpoint_manager.update_weights(self.global_steps)
             version = self.global_steps

@@ -152,13 +152,18 @@ class InferenceProxy:
         served = extra.get("global_steps")
         return Completion(token_ids, logprobs, finish, version if served is None else int(served))
 
-    async def pause(self, drain_timeout: float) -> bool:
-        """Close the gate and wait for requests in flight; False (logged, counted) when the drain timed out."""
+    async def pause(self, drain_timeout: float, wait: bool = True) -> bool:
+        """Close the gate and wait for requests in flight; False (logged, counted) when the drain timed out.
+        `wait=False` only closes the gate (for replicas that order weight loads after the request being
+        served themselves, as hf_cpu does): requests in flight finish while the weights travel."""
         self._ensure_loop_state()
         self._open.clear()
         self.stats.pauses += 1
         loop = asyncio.get_running_loop()
         started = loop.time()
+        if not wait:
+            self.stats.last_drain_s = 0.0
+            return True
         try:
             async with self._idle:
                 await asyncio.wait_for(self._idle.wait_for(lambda: self._in_flight == 0), timeout=drain_timeout)

@@ -96,9 +96,10 @@ class InferenceService:
             raise RuntimeError("inference service is not running")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def pause(self, drain_timeout: float) -> bool:
-        """Close the gate and drain (bounded); False when requests were still in flight at the timeout."""
-        return self._run(self.proxy.pause(drain_timeout), timeout=drain_timeout + 30.0)
+    def pause(self, drain_timeout: float, wait: bool = True) -> bool:
+        """Close the gate and drain (bounded); False when requests were still in flight at the timeout.
+        `wait=False`: close the gate only (InferenceProxy.pause)."""
+        return self._run(self.proxy.pause(drain_timeout, wait), timeout=drain_timeout + 30.0)
 
     def resume(self, policy_version: int | None = None) -> None:
         self._run(self.proxy.resume(policy_version), timeout=30.0)

@@ -7,7 +7,8 @@ Order: `run-api` (loopback unless configured) -> the trainer (RayGRPOAtroposTrai
 the rollout replicas and serves them as the policy server) -> wait until that server answers ->
 each environment with `--openai.base_url` pointing at it, `--env.rollout_server_url` at the API
 and `--env.inference_weight` from its weight, one at a time, each registered before the next.
-Logs: `<run_dir>/logs/<process>.log`. A progress bar follows the trainer's steps.
+Logs: `<run_dir>/logs/<process>.log`. A progress bar follows the trainer's steps. An environment
+process that exits mid-run is disconnected from the API and started again (`max_env_restarts`).
 
 On exit, error, Ctrl-C or SIGTERM the processes are stopped in reverse order, by PID (their
 process groups and every descendant seen), within bounded time. The exit code is the trainer's
@@ -53,6 +54,7 @@ class LaunchResult:
     started_pids: list[int]  # every process started and every descendant seen
     leftover_pids: list[int]  # those still alive after shutdown (should be none)
     steps: list[dict[str, Any]]
+    env_restarts: int = 0
 
 
 def read_step_metrics(path: Path) -> list[dict[str, Any]]:
@@ -127,7 +129,6 @@ class ServicesLauncher:
         """Until the trainer exits: a progress bar over its steps; returns its exit code."""
         total = _total_steps(self.trainer_overrides)
         bar = tqdm(total=total, desc="atropos+verl", unit="step", file=sys.stdout, dynamic_ncols=True)
-        reported_dead: set[int] = set()
         last_status = 0.0
         try:
             while self.trainer.running():
@@ -140,11 +141,10 @@ class ServicesLauncher:
                     data = steps[-1].get("data", {})
                     bar.set_postfix(score=f"{data.get('atropos/mean_score', float('nan')):.3f}",
                                     lag=f"{data.get('atropos/policy_lag_mean', float('nan')):.1f}")
-                for process in self.environments.dead():
-                    if process.pid not in reported_dead:
-                        reported_dead.add(process.pid)
-                        logger.error("%s (pid %d) exited with code %s; the trainer keeps polling the others (log %s)",
-                                     process.name, process.pid, process.process.returncode, process.log_path)
+                for line in self.environments.restart_dead(self.inference, self.config.max_env_restarts,
+                                                           trainer_alive=self.trainer.running):
+                    bar.write(f"[launcher] {line}")
+                    logger.warning("%s", line)
                 if time.monotonic() - last_status > self.config.status_interval:
                     last_status = time.monotonic()
                     bar.write(self._status_line(len(steps), total))
@@ -157,8 +157,8 @@ class ServicesLauncher:
             queue = requests.get(f"{self.api.url}/status", timeout=2).json().get("queue_size", "?")
         except (requests.RequestException, ValueError):
             queue = "?"
-        alive = sum(p.running() for _, p in self.environments.processes)
-        return (f"[launcher] step {steps}/{total or '?'} | environments alive {alive}/{len(self.environments.processes)}"
+        alive = self.environments.alive()
+        return (f"[launcher] step {steps}/{total or '?'} | environments alive {alive}/{len(self.environments.slots)}"
                 f" | Atropos queue {queue} groups")
 
     def stop(self) -> list[int]:
@@ -210,6 +210,7 @@ def run_services(config: LauncherConfig, trainer_overrides: Sequence[str] = ()) 
         started_pids=launcher.started_pids(),
         leftover_pids=leftover,
         steps=steps,
+        env_restarts=launcher.environments.restart_count,
     )
 
 

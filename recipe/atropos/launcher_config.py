@@ -91,6 +91,10 @@ class LauncherConfig:
     # The price: while an environment has nothing queued, no batch forms (the trainer waits up to
     # trainer.atropos.max_wait_time, then falls back or stops). false: the mix is the production rate.
     enforce_mix: bool = True
+    # An environment process that exits during the run is disconnected from the API (`/disconnect-env`,
+    # so its batch allocation stops holding batches back) and started again (it registers anew), at
+    # most this many times per process. 0: leave it dead (the trainer keeps polling the others).
+    max_env_restarts: int = 3
     shutdown_timeout: float = 30.0
     status_interval: float = 10.0
 
@@ -157,6 +161,8 @@ def load_launcher_config(path: str | Path, dotlist: Sequence[str] = ()) -> Launc
         raise LauncherConfigError(f"environments: names must be unique, got {names}")
     if not isinstance(raw.get("total_workers", 16), int) or raw.get("total_workers", 16) < 1:
         raise LauncherConfigError(f"total_workers: must be a positive integer, got {raw.get('total_workers')!r}")
+    if not isinstance(raw.get("max_env_restarts", 3), int) or raw.get("max_env_restarts", 3) < 0:
+        raise LauncherConfigError(f"max_env_restarts: must be an integer >= 0, got {raw.get('max_env_restarts')!r}")
     raw.setdefault("run_dir", "outputs/atropos_run")
     raw["api"] = _build(ApiSpec, raw.get("api", {}), "api")
     raw["trainer"] = _build(TrainerSpec, raw.get("trainer", {}), "trainer")

@@ -78,3 +78,30 @@ def test_sampling_filters():
     assert {tuple(sample_next_tokens(logits, 1.0, 1.0, 1, gen).tolist()) for _ in range(20)} == {(1, 0)}
     assert {int(sample_next_tokens(logits, 1.0, 1.0, 2, gen)[0]) for _ in range(50)} <= {1, 3}
     assert {int(sample_next_tokens(logits, 1.0, 0.5, -1, gen)[0]) for _ in range(50)} == {1}
+
+
+def test_a_weight_load_waits_for_the_completion_being_decoded_and_sets_the_version_with_the_weights(tiny_model_dir):
+    """What lets the trainer sync hf_cpu without draining first: no completion mixes two weight versions
+    or carries a version its weights are not."""
+    import threading
+    import time
+
+    server = make_server(tiny_model_dir, response_length=64)
+    server.eos_token_ids = set()  # decode the whole budget
+    old_weights = generate(server, [1, 2, 3], temperature=0.0, max_tokens=64).token_ids
+    finished = {}
+
+    def long_completion():
+        out = generate(server, [1, 2, 3], temperature=0.0, max_tokens=64)
+        finished["tokens"], finished["version"] = out.token_ids, out.extra_fields["global_steps"]
+
+    thread = threading.Thread(target=long_completion)
+    thread.start()
+    while not server._lock.locked():
+        time.sleep(0.001)
+    state = {name: torch.zeros_like(p) for name, p in server.model.named_parameters() if name.endswith("norm.weight")}
+    server.load_weights(state, global_steps=3)
+    thread.join(60)
+    assert finished["tokens"] == old_weights and finished["version"] == 0  # all 64 tokens from the old weights
+    after = generate(server, [1, 2, 3], temperature=0.0, max_tokens=64)
+    assert after.extra_fields["global_steps"] == 3 and after.token_ids != old_weights

@@ -124,3 +124,22 @@ def test_drain_timeout_is_counted_not_raised_and_a_long_wait_gets_503(served):
     served.service.resume()
     slow.join(60)
     assert results and results[0][1] == 200
+
+
+def test_gate_only_pause_returns_at_once_and_still_holds_new_requests(served):
+    """hf_cpu's sync: the gate closes without waiting; the request in flight completes meanwhile."""
+    results = []
+    first = _generate_in_thread(served.url, results, max_tokens=48)
+    while served.proxy.in_flight == 0:
+        time.sleep(0.005)
+    started = time.monotonic()
+    assert served.service.pause(drain_timeout=30.0, wait=False) is True
+    assert time.monotonic() - started < 1.0 and served.proxy.in_flight == 1
+    assert served.proxy.stats.drain_timeouts == 0
+    held = _generate_in_thread(served.url, results)
+    first.join(60)
+    time.sleep(0.3)
+    assert len(results) == 1 and results[0][1] == 200  # the in-flight one finished, the new one waits
+    served.service.resume(policy_version=2)
+    held.join(60)
+    assert len(results) == 2 and results[1][1] == 200
