@@ -50,6 +50,7 @@ from recipe.atropos.inference_proxy import InferenceProxy
 from recipe.atropos.inference_service import InferenceService, write_endpoint_file
 from recipe.atropos.policy_lag import filter_stale_groups
 from recipe.atropos.policy_versions import PolicyVersionRegistry
+from recipe.atropos.trained_groups import TrainedGroups
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.version_registry = PolicyVersionRegistry()
         self.stale_groups_total = 0
         self.group_buffer = GroupBuffer()
+        self.trained_groups = TrainedGroups()
         self.prefetcher = BatchPrefetcher(self._prefetch_poll) if self.atropos_config.prefetch else None
         # Seconds of `/batch` polling (wherever it ran), and of it what the trainer waited for.
         self.poll_seconds = {"step_exposed": 0.0, "poll": 0.0, "exposed": 0.0, "prefetched": 0}
@@ -127,7 +129,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
                 self.inference.pause(self.inference_config.drain_timeout, wait)
 
     def _sync_weights(self, timing_raw: dict) -> None:
-        """Push the updated weights to the replicas with environment requests drained around it."""
+        """Push the updated weights to the replicas while new environment requests wait at the gate
+        (requests in flight are drained first, unless the replica orders weight loads itself)."""
         if self.inference_config.weight_sync:
             self._pause_inference(timing_raw, wait=not self.replica_orders_weight_loads)
             with marked_timer("update_weights", timing_raw, color="red"):
@@ -388,6 +391,10 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             metrics.update(filter_stale_groups(atropos_batch.groups, self.version_registry, self.global_steps - 1,
                                                None).metrics)
             metrics.update(stale_metrics)
+            repeated = self.trained_groups.record(atropos_batch.groups)
+            if repeated:
+                logger.error("step %d trains %d group(s) already trained in this run", self.global_steps, repeated)
+            metrics["atropos/repeated_groups_total"] = float(self.trained_groups.repeated_total)
             metrics["atropos/fallback_steps"] = float(self.fallback_steps)
             metrics["atropos/from_atropos"] = 1.0
             metrics["atropos/replayed"] = float(replayed)

@@ -1,12 +1,16 @@
 """The launcher leaves no process behind: on Ctrl-C mid-training, and when an environment crashes at
-start. It runs as users run it (`python recipe/atropos/launch_atropos_verl_services.py ...`); every
-process under it is recorded by PID while it runs and checked afterwards."""
+start; its servers listen on loopback only. It runs as users run it
+(`python recipe/atropos/launch_atropos_verl_services.py ...`); every process under it is recorded by
+PID while it runs and checked afterwards."""
 
+import json
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import psutil
 
@@ -47,6 +51,13 @@ def alive(processes):
     return living
 
 
+def _listening(process):
+    try:
+        return [conn for conn in process.net_connections(kind="inet") if conn.status == psutil.CONN_LISTEN]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
 def test_ctrl_c_mid_training_stops_every_process(tmp_path):
     launcher, log = start_launcher(tmp_path)
     seen = {}
@@ -59,6 +70,13 @@ def test_ctrl_c_mid_training_stops_every_process(tmp_path):
         time.sleep(0.5)
     seen.update(descendants(launcher.pid))
     assert len(seen) >= 4  # run-api, trainer (+ Ray), environment
+    # run-api and the policy server listen on loopback only (the config's defaults).
+    endpoint = json.loads((tmp_path / "run" / "inference_endpoint.json").read_text())
+    api_port = int(re.search(r"run-api pid \d+ at http://127\.0\.0\.1:(\d+)", (tmp_path / "launcher.log").read_text()).group(1))
+    ports = {api_port, urlparse(endpoint["base_url"]).port}
+    listening = {(conn.laddr.ip, conn.laddr.port) for process in seen.values() for conn in _listening(process)
+                 if conn.laddr.port in ports}
+    assert {port for _, port in listening} == ports and {ip for ip, _ in listening} == {"127.0.0.1"}, listening
     launcher.send_signal(signal.SIGINT)
     code = launcher.wait(timeout=120)
     log.close()

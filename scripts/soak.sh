@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Soak run (by hand, not in CI): environments producing faster than the trainer consumes, 10 minutes
+# by default, then Ctrl-C; figures in outputs/soak/soak.json (see docs/reliability.md).
+#   bash scripts/soak.sh [--minutes 10] [--ahead 8] [--workdir outputs/soak]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/setup.sh
+export PYTHONUNBUFFERED=1
+exec .venv/bin/python -m recipe.atropos.examples.soak_cpu "$@"
