@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import psutil
 
+from recipe.atropos.examples.soak_cpu import listening_addresses
 from recipe.atropos.local_dataset import write_arithmetic_parquet
 from recipe.atropos.tiny_model import build_tiny_qwen2
 
@@ -51,13 +52,6 @@ def alive(processes):
     return living
 
 
-def _listening(process):
-    try:
-        return [conn for conn in process.net_connections(kind="inet") if conn.status == psutil.CONN_LISTEN]
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return []
-
-
 def test_ctrl_c_mid_training_stops_every_process(tmp_path):
     launcher, log = start_launcher(tmp_path)
     seen = {}
@@ -73,10 +67,8 @@ def test_ctrl_c_mid_training_stops_every_process(tmp_path):
     # run-api and the policy server listen on loopback only (the config's defaults).
     endpoint = json.loads((tmp_path / "run" / "inference_endpoint.json").read_text())
     api_port = int(re.search(r"run-api pid \d+ at http://127\.0\.0\.1:(\d+)", (tmp_path / "launcher.log").read_text()).group(1))
-    ports = {api_port, urlparse(endpoint["base_url"]).port}
-    listening = {(conn.laddr.ip, conn.laddr.port) for process in seen.values() for conn in _listening(process)
-                 if conn.laddr.port in ports}
-    assert {port for _, port in listening} == ports and {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+    listening = listening_addresses(launcher.pid, {api_port, urlparse(endpoint["base_url"]).port})
+    assert all(set(addresses) == {"127.0.0.1"} for addresses in listening.values()), listening
     launcher.send_signal(signal.SIGINT)
     code = launcher.wait(timeout=120)
     log.close()
