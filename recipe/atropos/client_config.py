@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from recipe.atropos.config_section import merged_section
 
 DEFAULTS_FILE = Path(__file__).parent / "config" / "atropos_client.yaml"
+PREFETCH_MODES = ("sync", "step", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,12 +29,14 @@ class AtroposClientConfig:
     max_policy_lag: int | None
     env_names_file: str | None
     gzip_batches: bool
-    prefetch: bool
+    prefetch: str  # "sync", "step" or "off" (true/false read as "sync"/"off")
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | DictConfig | None = None) -> AtroposClientConfig:
         """Defaults from the YAML, then `overrides`; unknown keys and bad values raise ValueError."""
         merged = merged_section(DEFAULTS_FILE, overrides, "trainer.atropos", (f.name for f in dataclasses.fields(cls)))
+        if isinstance(merged.get("prefetch"), bool):
+            merged["prefetch"] = "sync" if merged["prefetch"] else "off"
         config = cls(**merged)
         config.validate()
         return config
@@ -48,5 +51,7 @@ class AtroposClientConfig:
                 raise ValueError(f"trainer.atropos.{name} must be > 0, got {getattr(self, name)}")
         if self.max_policy_lag is not None and self.max_policy_lag < 0:
             raise ValueError(f"trainer.atropos.max_policy_lag must be >= 0 or null, got {self.max_policy_lag}")
+        if self.prefetch not in PREFETCH_MODES:
+            raise ValueError(f"trainer.atropos.prefetch must be one of {PREFETCH_MODES} (or true/false), got {self.prefetch!r}")
         if self.max_poll_interval < self.poll_interval:
             raise ValueError("trainer.atropos.max_poll_interval must be >= poll_interval")

@@ -95,7 +95,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.stale_groups_total = 0
         self.group_buffer = GroupBuffer()
         self.trained_groups = TrainedGroups()
-        self.prefetcher = BatchPrefetcher(self._prefetch_poll) if self.atropos_config.prefetch else None
+        self.prefetch_mode = self.atropos_config.prefetch
+        self.prefetcher = BatchPrefetcher(self._prefetch_poll) if self.prefetch_mode != "off" else None
         # Seconds of `/batch` polling (wherever it ran), and of it what the trainer waited for.
         self.poll_seconds = {"step_exposed": 0.0, "poll": 0.0, "exposed": 0.0, "prefetched": 0}
         # Colocated engines that free their memory for training cannot serve environments meanwhile.
@@ -324,7 +325,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.journal.save_buffer(self.global_steps, self.group_buffer.scored_data())
         if self.prefetcher is None or not self.prefetcher.pending:
             self.journal.clear_prefetched()  # its groups are in the step or the buffer now
-        self._start_prefetch()
+        if self.prefetch_mode == "step":
+            self._start_prefetch()
         if os.environ.get(FAULT_EXIT_AFTER_JOURNAL_ENV) == str(self.global_steps):
             logger.error("fault injection: exiting after journaling step %d", self.global_steps)
             os._exit(75)
@@ -332,8 +334,14 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
 
     # ------------------------------------------------------------------ prefetch (batch_prefetcher.py)
     def _start_prefetch(self) -> None:
-        """Poll the next step's batch while this one trains, when the next step will need one from the
-        server (not the last step, no journaled batch to replay, the buffer cannot fill it)."""
+        """Poll the next step's batch in the background, when the next step will need one from the
+        server (not the last step, no journaled batch to replay, the buffer cannot fill it).
+
+        Started at the weight sync by default (`prefetch: sync`): the queue then holds what a poll at
+        the next step would find, and the server's serve time overlaps the weight transfer. From the
+        start of the step (`prefetch: step`) the whole poll is hidden but the batch is the one queued a
+        step earlier (measured on the CPU demo: policy lag 2 instead of 1; with max_policy_lag 2, groups
+        dropped and the mix skewed towards the faster environment)."""
         if (self.prefetcher is None or not self.registered or self.global_steps >= self.total_training_steps
                 or self.replay_steps or self.group_buffer.sequences >= self.sequences_per_step):
             return
@@ -465,6 +473,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             self.journal.covered(self.global_steps)
         elif save_freq <= 0:
             self.journal.covered(self.global_steps)  # no checkpoint could replay it: the journal only bridges a crash mid-step
+        if self.prefetch_mode == "sync":
+            self._start_prefetch()
         self._sync_weights(timing_raw)
         return batch
 

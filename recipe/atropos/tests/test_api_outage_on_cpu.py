@@ -23,8 +23,10 @@ KILL_AFTER_STEP = 3
 MODES = {
     # API unreachable -> a fallback step at once; each step checks the API again.
     "fallback": (24, ["trainer.atropos.max_wait_time=10"]),
-    # No fallback: each poll waits up to max_wait_time for the API to come back.
-    "bounded_wait": (8, ["trainer.atropos.fallback_to_grpo=false", "trainer.atropos.max_wait_time=90"]),
+    # No fallback: each poll waits up to max_wait_time for the API to come back (prefetch from the
+    # start of each step: the background poll is the one in flight when the API dies).
+    "bounded_wait": (8, ["trainer.atropos.fallback_to_grpo=false", "trainer.atropos.max_wait_time=90",
+                         "trainer.atropos.prefetch=step"]),
 }
 
 

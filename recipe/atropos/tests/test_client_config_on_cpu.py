@@ -31,3 +31,13 @@ def test_overrides_merge_onto_defaults():
 def test_bad_settings_name_the_key(overrides, message):
     with pytest.raises(ValueError, match=message):
         AtroposClientConfig.from_mapping(overrides)
+
+
+@pytest.mark.parametrize(("value", "mode"), [("sync", "sync"), ("step", "step"), ("off", "off"), (True, "sync"), (False, "off")])
+def test_prefetch_modes_and_booleans(value, mode):
+    assert AtroposClientConfig.from_mapping({"prefetch": value}).prefetch == mode
+
+
+def test_unknown_prefetch_mode_is_named():
+    with pytest.raises(ValueError, match="trainer.atropos.prefetch must be one of"):
+        AtroposClientConfig.from_mapping({"prefetch": "later"})
