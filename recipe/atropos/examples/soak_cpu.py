@@ -44,14 +44,17 @@ def process_kind(process: psutil.Process) -> str:
     return "trainer"
 
 
+def _descendants(root: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(root).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
 def memory_by_kind(root: int) -> dict[str, float]:
     """Resident memory (MB) of every process under `root`, summed by kind."""
     totals: dict[str, float] = {"run-api": 0.0, "trainer": 0.0, "environments": 0.0}
-    try:
-        children = psutil.Process(root).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return totals
-    for child in children:
+    for child in _descendants(root):
         try:
             totals[process_kind(child)] += child.memory_info().rss / 1e6
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -62,11 +65,7 @@ def memory_by_kind(root: int) -> dict[str, float]:
 def listening_addresses(root: int, ports: set[int]) -> dict[int, list[str]]:
     """The addresses processes under `root` listen on, for the given ports."""
     found: dict[int, list[str]] = {port: [] for port in ports}
-    try:
-        children = psutil.Process(root).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return found
-    for child in children:
+    for child in _descendants(root):
         try:
             for conn in child.net_connections(kind="inet"):
                 if conn.status == psutil.CONN_LISTEN and conn.laddr.port in ports:
