@@ -16,9 +16,23 @@ import numpy as np
 import torch
 from verl import DataProto
 
+# algorithm.adv_estimator values this rule implements; any other would train on verl's estimator
+# without the environments' advantages and zero masks, so the trainer refuses it.
+SUPPORTED_ADV_ESTIMATORS = ("grpo",)
 OVERRIDE_FIELDS = ("advantage_override_mask", "advantage_zero_mask", "token_level_advantages")
 # meta_info key that lets the trainer switch environment advantages off per batch.
 META_USE_ADVANTAGES = "atropos_use_advantages"
+
+
+def check_adv_estimator(adv_estimator: object) -> None:
+    """Raise ValueError naming `algorithm.adv_estimator` unless the Atropos rule implements it."""
+    name = str(getattr(adv_estimator, "value", adv_estimator))
+    if name not in SUPPORTED_ADV_ESTIMATORS:
+        raise ValueError(
+            f"algorithm.adv_estimator={name!r} is not supported by the Atropos recipe: its advantage rule is GRPO "
+            f"with the environments' token-level overrides (supported: {list(SUPPORTED_ADV_ESTIMATORS)}). "
+            "Set algorithm.adv_estimator=grpo."
+        )
 
 
 def carries_atropos_fields(data: DataProto) -> bool:

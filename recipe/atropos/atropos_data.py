@@ -22,6 +22,8 @@ from recipe.atropos.scored_group import PROMPT_LABEL, ScoredGroup
 META_TRUNCATED_PROMPTS = "atropos_truncated_prompts"
 META_TRUNCATED_RESPONSES = "atropos_truncated_responses"
 META_MISSING_LOGPROBS = "atropos_rows_without_inference_logprobs"
+# Per row: whether `rollout_log_probs` holds the environment's inference logprobs for it.
+ROLLOUT_LOG_PROBS_PRESENT = "rollout_log_probs_present"
 
 
 def _concat_optional(groups: Sequence[ScoredGroup], field: str, dtype: type) -> tuple[np.ndarray | None, np.ndarray]:
@@ -42,8 +44,9 @@ def scored_data_to_dataproto(
 ) -> DataProto:
     """Build verl's training batch from validated groups (see the module docstring for the layout).
 
-    `rollout_log_probs` is included only when every row carries `inference_logprobs`: a partial
-    tensor would feed zeros into verl's importance-sampling correction.
+    `rollout_log_probs` is included when any row carries `inference_logprobs`, with the per-row
+    `rollout_log_probs_present`; rows without them hold zeros until `fill_missing_rollout_log_probs`
+    gives them the recomputed log-probs (so verl's rollout correction leaves them alone).
     """
     if not groups:
         raise ValueError("scored_data_to_dataproto needs at least one group")
@@ -108,7 +111,8 @@ def scored_data_to_dataproto(
         "advantage_override_mask": torch.from_numpy(override_rows),
         "advantage_zero_mask": torch.from_numpy(zero_rows),
     }
-    if logprobs is not None and logprob_rows.all():
+    if logprobs is not None:
+        tensors[ROLLOUT_LOG_PROBS_PRESENT] = torch.from_numpy(logprob_rows)
         rollout_log_probs = np.zeros((n_rows, max_response_length), dtype=np.float32)
         rollout_log_probs.ravel()[response_index] = logprobs[in_response]
         tensors["rollout_log_probs"] = torch.from_numpy(rollout_log_probs)
@@ -125,3 +129,16 @@ def scored_data_to_dataproto(
         non_tensors={"uid": uids, "atropos_env_id": env_ids},
         meta_info=meta_info,
     )
+
+
+def fill_missing_rollout_log_probs(data: DataProto) -> None:
+    """Once `old_log_probs` are computed: rows without inference logprobs take them as their
+    `rollout_log_probs` (importance ratio 1, never rejected), so verl's rollout correction corrects
+    exactly the rows that have the sampler's logprobs. No-op for batches without the field."""
+    batch = data.batch
+    if ROLLOUT_LOG_PROBS_PRESENT not in batch.keys() or "old_log_probs" not in batch.keys():
+        return
+    missing = ~batch[ROLLOUT_LOG_PROBS_PRESENT].bool()
+    if missing.any():
+        rollout = batch["rollout_log_probs"]
+        batch["rollout_log_probs"] = torch.where(missing.unsqueeze(-1), batch["old_log_probs"].to(rollout.dtype), rollout)

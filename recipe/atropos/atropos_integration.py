@@ -1,11 +1,14 @@
 """Client of the real Atropos trajectory API (atroposlib `run-api`) and the advantage rule.
 
 Endpoints used: `GET /`, `POST /register`, `GET /info`, `GET /status`, `GET /batch`. Nothing else
-exists on the server for a trainer (see ../shared/ATROPOS_NOTES.md in the project's workspace).
+exists on the server for a trainer (atroposlib 0.4.0, `atroposlib/api/server.py`).
 
-`/batch` pops data on the server, so every batch this client returns is the caller's to keep:
-each group is validated here, once; invalid groups are dropped with a reason naming the group
-and the field, counted in `stats`, and the rest of the batch is kept.
+`/batch` pops data on the server, so a `/batch` request that reached the server is never abandoned:
+it is retried only when it could not be sent (connection refused, connect timeout), and its answer
+is waited for up to `batch_read_timeout`, whatever is left of the poll's budget. One that failed after
+it was sent is counted (`stats.batch_requests_failed_after_send`) and logged at ERROR. Every batch
+this client returns is the caller's to keep: each group is validated here, once; invalid groups are
+dropped with a reason naming the group and the field, counted in `stats`, and the rest is kept.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import orjson
 import requests
+import urllib3.exceptions
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -33,6 +37,7 @@ from recipe.atropos.advantages import AtroposGRPOComputer
 from recipe.atropos.batch_payload import decode_batch_answer
 from recipe.atropos.client_config import AtroposClientConfig
 from recipe.atropos.errors import (
+    AtroposBatchRequestFailedError,
     AtroposNotRegisteredError,
     AtroposProtocolError,
     AtroposRegistrationError,
@@ -56,6 +61,21 @@ class _RetryableHTTPError(Exception):
         super().__init__(f"HTTP {response.status_code} from {response.request.method} {response.url}: {response.text[:200]}")
 
 
+class _NotSentError(Exception):
+    """The request never reached the server (refused, or no connection in time): safe to send again."""
+
+
+def _never_reached_server(exc: requests.RequestException) -> bool:
+    """True for a failure before any byte of the request was sent: a connect timeout, or a connection
+    that could not be made (requests wraps urllib3's NewConnectionError in MaxRetryError). A reset or
+    a read timeout after the request went out is not: the server may have acted on it."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", None)
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+
+
 @dataclasses.dataclass
 class ClientStats:
     """Counters since the client was made; the trainer turns them into metrics."""
@@ -66,6 +86,8 @@ class ClientStats:
     invalid_reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     retries: int = 0
     server_errors: int = 0
+    # `/batch` requests that failed after reaching the server: the batch they popped may be lost.
+    batch_requests_failed_after_send: int = 0
 
 
 @dataclasses.dataclass
@@ -90,6 +112,8 @@ class AtroposEnvironmentClient:
         config: `AtroposClientConfig`, or a mapping of overrides of config/atropos_client.yaml.
         vocab_size: when given, token ids outside [0, vocab_size) make a group invalid.
         max_token_len: when given, sequences longer than this make a group invalid.
+        max_prompt_len: when given, a sequence whose prompt (tokens before the first completion token)
+            is longer than this makes its group invalid (`prompt_too_long`).
         session: a `requests.Session` to reuse (one is made otherwise).
     """
 
@@ -99,12 +123,14 @@ class AtroposEnvironmentClient:
         *,
         vocab_size: int | None = None,
         max_token_len: int | None = None,
+        max_prompt_len: int | None = None,
         session: requests.Session | None = None,
     ) -> None:
         self.config = config if isinstance(config, AtroposClientConfig) else AtroposClientConfig.from_mapping(config)
         self.base_url = self.config.api_url.rstrip("/")
         self.vocab_size = vocab_size
         self.max_token_len = max_token_len
+        self.max_prompt_len = max_prompt_len
         self.session = session or requests.Session()
         self.stats = ClientStats()
 
@@ -248,11 +274,64 @@ class AtroposEnvironmentClient:
         # run-api gzips at level 9 when asked (requests asks by default): about 0.6 s of its time per
         # 3.5 MB batch, more than the bytes take over any link faster than ~30 Mbit/s.
         encoding = {"Accept-Encoding": "gzip" if self.config.gzip_batches else "identity"}
-        return self.batch_from_payload(self._request("GET", "/batch", budget_s=budget_s, headers=encoding).content)
+        return self.batch_from_payload(self._pop_batch(budget_s=budget_s, headers=encoding).content)
+
+    def _pop_batch(self, *, budget_s: float | None, headers: Mapping[str, str]) -> requests.Response:
+        """`GET /batch`, which pops data on the server: sent again only while it has not reached the
+        server (within `budget_s`, default max_wait_time); once sent, its answer is waited for up to
+        `batch_read_timeout`, and a failure after sending is counted and raised, never retried blindly."""
+        budget = self.config.max_wait_time if budget_s is None else budget_s
+        deadline = time.monotonic() + budget
+        url = f"{self.base_url}/batch"
+
+        def attempt() -> requests.Response:
+            connect_timeout = max(0.05, min(self.config.timeout, deadline - time.monotonic()))
+            try:
+                response = self.session.get(url, timeout=(connect_timeout, self.config.batch_read_timeout), headers=headers)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if _never_reached_server(exc):
+                    raise _NotSentError(str(exc)) from exc
+                raise self._batch_failed_after_send(f"{type(exc).__name__}: {exc}") from exc
+            if response.status_code >= 500:
+                self.stats.server_errors += 1
+                # run-api answers 500 when it cannot encode the batch it just popped (a NaN score).
+                raise self._batch_failed_after_send(f"HTTP {response.status_code}: {response.text[:200]}")
+            if response.status_code >= 400:
+                raise AtroposProtocolError(f"GET /batch answered HTTP {response.status_code}: {response.text[:500]}")
+            return response
+
+        def before_sleep(state: RetryCallState) -> None:
+            self.stats.retries += 1
+            logger.warning("Atropos GET /batch could not be sent (attempt %d): %s; retrying in %.2fs",
+                           state.attempt_number, state.outcome.exception() if state.outcome else "?", state.upcoming_sleep)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_NotSentError),
+            stop=stop_after_attempt(self.config.retry_attempts) | stop_before_delay(budget),
+            wait=wait_exponential_jitter(multiplier=self.config.retry_delay, max=max(self.config.retry_delay, 10.0),
+                                         jitter=self.config.retry_delay),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _NotSentError as exc:
+            raise AtroposUnavailableError(
+                f"Atropos API at {self.base_url} unreachable for GET /batch (budget {budget:.1f}s, "
+                f"{self.config.retry_attempts} attempts): {exc}. Is `run-api` running there? Check trainer.atropos.api_url."
+            ) from exc
+
+    def _batch_failed_after_send(self, what: str) -> AtroposBatchRequestFailedError:
+        self.stats.batch_requests_failed_after_send += 1
+        logger.error(
+            "GET /batch failed after it reached the server (%s): a batch it popped may be lost "
+            "(%d such request(s) so far). If this was a read timeout, raise trainer.atropos.batch_read_timeout "
+            "(now %.0fs).", what, self.stats.batch_requests_failed_after_send, self.config.batch_read_timeout)
+        return AtroposBatchRequestFailedError(f"GET /batch at {self.base_url} failed after it was sent: {what}")
 
     def batch_from_payload(self, payload: bytes) -> AtroposBatch | None:
         """The bytes of a `/batch` answer, decoded and validated (batch_payload.py)."""
-        answer = decode_batch_answer(payload, vocab_size=self.vocab_size, max_token_len=self.max_token_len)
+        answer = decode_batch_answer(payload, **self._limits())
         if answer.status == "error":
             raise AtroposNotRegisteredError(f"/batch: {answer.message} (register again)")
         if answer.groups is None:
@@ -264,10 +343,13 @@ class AtroposEnvironmentClient:
         results: list[ScoredGroup | InvalidGroupError] = []
         for index, raw in enumerate(raw_groups):
             try:
-                results.append(validate_group(raw, index, vocab_size=self.vocab_size, max_token_len=self.max_token_len))
+                results.append(validate_group(raw, index, **self._limits()))
             except InvalidGroupError as exc:
                 results.append(exc)
         return self._collect(results, payload_bytes=payload_bytes)
+
+    def _limits(self) -> dict[str, int | None]:
+        return {"vocab_size": self.vocab_size, "max_token_len": self.max_token_len, "max_prompt_len": self.max_prompt_len}
 
     def _collect(self, results: list[ScoredGroup | InvalidGroupError], *, payload_bytes: int) -> AtroposBatch:
         """The batch of the valid groups; each invalid one logged and counted by its field."""
@@ -275,14 +357,15 @@ class AtroposEnvironmentClient:
         invalid: list[InvalidGroup] = []
         for result in results:
             if isinstance(result, InvalidGroupError):
-                invalid.append(InvalidGroup(result.group_index, result.env_id, result.field, result.reason))
+                invalid.append(InvalidGroup(result.group_index, result.env_id, result.field, result.reason,
+                                            result.category))
                 logger.warning("Dropped invalid Atropos group: %s", result)
             else:
                 groups.append(result)
         self.stats.batches += 1
         self.stats.groups_received += len(results)
         self.stats.invalid_groups += len(invalid)
-        self.stats.invalid_reasons.update(bad.field for bad in invalid)
+        self.stats.invalid_reasons.update(bad.metric_key for bad in invalid)
         return AtroposBatch(groups, invalid, received_groups=len(results), payload_bytes=payload_bytes)
 
     def poll_batch(self, max_wait_time: float | None = None, stop: threading.Event | None = None) -> AtroposBatch | None:

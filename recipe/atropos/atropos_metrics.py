@@ -9,7 +9,7 @@ import logging
 import numpy as np
 from verl import DataProto
 
-from recipe.atropos.atropos_data import META_TRUNCATED_PROMPTS, META_TRUNCATED_RESPONSES
+from recipe.atropos.atropos_data import META_MISSING_LOGPROBS, META_TRUNCATED_PROMPTS, META_TRUNCATED_RESPONSES
 from recipe.atropos.atropos_integration import AtroposBatch
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,10 @@ def atropos_batch_metrics(batch: AtroposBatch, data: DataProto, env_names: dict[
         "atropos/truncated_prompts": float(data.meta_info.get(META_TRUNCATED_PROMPTS, 0)),
         "atropos/truncated_responses": float(data.meta_info.get(META_TRUNCATED_RESPONSES, 0)),
         "atropos/payload_mb": batch.payload_bytes / 1e6,
+        # Rows without inference_logprobs: verl's rollout correction does not apply to them.
+        "atropos/rows_without_logprobs": float(data.meta_info.get(META_MISSING_LOGPROBS, rows)),
     }
-    for field, count in collections.Counter(bad.field for bad in batch.invalid).items():
+    for field, count in collections.Counter(bad.metric_key for bad in batch.invalid).items():
         metrics[f"atropos/invalid/{field}"] = float(count)
     per_env = collections.Counter()
     for g in groups:

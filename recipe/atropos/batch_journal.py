@@ -5,19 +5,35 @@ Files `step_<N>.json` (the step's groups as ScoredData objects: the fields train
 written atomically before training. On resume from a checkpoint at step K, entries with step > K are
 replayed first, in order. `buffer.json` holds the groups pulled but not yet assigned to a step, and
 `prefetched.json` a batch the background poll pulled that the trainer has not taken yet (both loaded
-back on resume).
+back on resume). Each journaled group carries the `trainer_uid` it was given when pulled, which is
+how a group is told from another with the same tokens.
+
+A journal belongs to one run lineage (`owner.json`: a lineage id, project, experiment, and the last
+checkpoint it covered); each checkpoint a run saves is marked with that id. `open_journal` gives a
+run the journal only when it resumes the checkpoint the journal was written after; any other
+journal is moved aside, named in a warning, and never trained.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import re
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+logger = logging.getLogger(__name__)
+
 _ENTRY = re.compile(r"^step_(\d+)\.json$")
+OWNER_FILE = "owner.json"
+# Written into each checkpoint folder (global_step_N) before the checkpoint is saved.
+CHECKPOINT_MARK = "atropos_journal_owner.json"
+UID_KEY = "trainer_uid"
 
 
 class BatchJournal:
@@ -68,12 +84,16 @@ class BatchJournal:
             saved = orjson.loads(self._buffer_path.read_bytes())
             buffered, after_step = saved["groups"], saved["after_step"]
         prefetched = orjson.loads(self._prefetched_path.read_bytes()) if self._prefetched_path.exists() else []
-        in_steps = {orjson.dumps(group) for step in self.steps() if step > after_step for group in self.load(step)}
-        buffered = [group for group in buffered if orjson.dumps(group) not in in_steps]
-        in_buffer = {orjson.dumps(group) for group in buffered}
-        return buffered + [group for group in prefetched if orjson.dumps(group) not in in_steps | in_buffer]
+        in_steps = {group.get(UID_KEY) for step in self.steps() if step > after_step for group in self.load(step)}
+        buffered = [group for group in buffered if not _uid_in(group, in_steps)]
+        in_buffer = {group.get(UID_KEY) for group in buffered}
+        return buffered + [group for group in prefetched if not _uid_in(group, in_steps | in_buffer)]
+
+    def has_data(self) -> bool:
+        return bool(self.steps()) or self._buffer_path.exists() or self._prefetched_path.exists()
 
     def _write(self, path: Path, raw_groups: Any) -> Path:
+        """Atomic: a crash leaves either the old file or the whole new one."""
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as handle:
             handle.write(orjson.dumps(raw_groups, option=orjson.OPT_SERIALIZE_NUMPY))
@@ -92,8 +112,106 @@ class BatchJournal:
     def discard(self, step: int) -> None:
         self._path(step).unlink(missing_ok=True)
 
+    def renumber(self, step: int, new_step: int) -> None:
+        """Move the entry of `step` to `new_step` in one rename: a crash leaves exactly one of them."""
+        if step != new_step:
+            os.replace(self._path(step), self._path(new_step))
+
+    def owner(self) -> JournalOwner | None:
+        path = self.directory / OWNER_FILE
+        if not path.exists():
+            return None
+        try:
+            return JournalOwner(**orjson.loads(path.read_bytes()))
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            logger.warning("unreadable journal owner record %s: %s", path, exc)
+            return None
+
+    def write_owner(self, owner: JournalOwner) -> None:
+        self._write(self.directory / OWNER_FILE, dataclasses.asdict(owner))
+
+    def mark_checkpoint(self, checkpoint_folder: str | Path, step: int) -> None:
+        """Before saving the checkpoint of `step`: tag its folder with this journal's lineage, and record
+        in the journal that its entries up to `step` will be covered by it."""
+        owner = self.owner()
+        if owner is None:
+            raise RuntimeError(f"journal {self.directory} has no owner record: open it with open_journal()")
+        folder = Path(checkpoint_folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write(folder / CHECKPOINT_MARK, {"lineage_id": owner.lineage_id, "step": step})
+        self.write_owner(dataclasses.replace(owner, checkpoint_step=step))
+
     def covered(self, checkpoint_step: int) -> None:
         """A checkpoint at `checkpoint_step` holds everything trained up to it: drop those entries."""
         for step in self.steps():
             if step <= checkpoint_step:
                 self._path(step).unlink(missing_ok=True)
+
+
+def _uid_in(group: dict[str, Any], uids: set) -> bool:
+    uid = group.get(UID_KEY)
+    return uid is not None and uid in uids
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalOwner:
+    lineage_id: str  # kept by every run that resumes this lineage's checkpoints
+    project: str
+    experiment: str
+    checkpoint_step: int  # the last checkpoint of the lineage (0: none yet)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunIdentity:
+    """The run opening a journal: what verl restored (`resumed_step`, 0 for a fresh start, and the
+    checkpoint folder it came from) and how it was asked to resume."""
+
+    project: str
+    experiment: str
+    resume_mode: str
+    resumed_step: int
+    checkpoint_folder: str | None
+
+
+def _mismatch(journal: BatchJournal, run: RunIdentity) -> str | None:
+    """Why the journal's data does not belong to this run (None: it does)."""
+    owner = journal.owner()
+    if owner is None:
+        return "it has no owner record (written by another version of this recipe)"
+    if run.resume_mode == "disable":
+        return "trainer.resume_mode=disable starts a new run"
+    if run.resumed_step > 0:
+        mark_path = Path(run.checkpoint_folder or "") / CHECKPOINT_MARK
+        try:
+            mark = orjson.loads(mark_path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return f"the resumed checkpoint {run.checkpoint_folder} carries no journal mark ({CHECKPOINT_MARK})"
+        if mark.get("lineage_id") != owner.lineage_id:
+            return f"the resumed checkpoint {run.checkpoint_folder} was saved by another run"
+        return None
+    if (owner.project, owner.experiment) != (run.project, run.experiment):
+        return (f"it belongs to experiment {owner.project}/{owner.experiment}, "
+                f"this run is {run.project}/{run.experiment}")
+    if owner.checkpoint_step > 0:
+        return f"its run saved a checkpoint at step {owner.checkpoint_step}, and this run resumes none"
+    return None
+
+
+def open_journal(directory: str | Path, run: RunIdentity) -> tuple[BatchJournal, Path | None]:
+    """The journal for `run`: the existing one when it belongs to the checkpoint being resumed (or to
+    this experiment's earlier run that crashed before its first checkpoint), otherwise a fresh one,
+    the old folder moved aside (returned, and named in a warning)."""
+    directory = Path(directory)
+    journal = BatchJournal(directory)
+    owner = journal.owner()
+    set_aside = None
+    reason = _mismatch(journal, run)
+    if reason is not None and journal.has_data():
+        set_aside = directory.with_name(f"{directory.name}.set_aside.{time.strftime('%Y%m%d-%H%M%S')}.{uuid.uuid4().hex[:6]}")
+        os.replace(directory, set_aside)
+        logger.warning("Atropos journal %s not used and left on disk as %s: %s. Its batches are not trained; "
+                       "resume the checkpoint it belongs to, or delete it.", directory, set_aside, reason)
+        journal = BatchJournal(directory)
+    lineage = owner.lineage_id if owner is not None and reason is None else uuid.uuid4().hex
+    journal.write_owner(JournalOwner(lineage, run.project, run.experiment, run.resumed_step))
+    return journal, set_aside

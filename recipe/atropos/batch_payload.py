@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ def _python(value: Any) -> Any:
     return value
 
 
-def _read_group(element: simdjson.Object, index: int, vocab_size: int | None, max_token_len: int | None) -> ScoredGroup:
+def _read_group(element: simdjson.Object, index: int, limits: Mapping[str, int | None]) -> ScoredGroup:
     env_id = element.get("env_id")
     tokens = _ragged(element, "tokens", "i", np.int64)
     masks = _ragged(element, "masks", "i", np.int64)
@@ -93,8 +94,7 @@ def _read_group(element: simdjson.Object, index: int, vocab_size: int | None, ma
         per_token=per_token,
         overrides=overrides if overrides != [] else None,
         group_overrides=_python(element.get("group_overrides")),
-        vocab_size=vocab_size,
-        max_token_len=max_token_len,
+        **limits,
     )
 
 
@@ -108,15 +108,18 @@ def _validated(groups: list, check: Any) -> list[ScoredGroup | InvalidGroupError
     return results
 
 
-def decode_batch_answer(payload: bytes, *, vocab_size: int | None = None, max_token_len: int | None = None) -> BatchAnswer:
+def decode_batch_answer(payload: bytes, *, vocab_size: int | None = None, max_token_len: int | None = None,
+                        max_prompt_len: int | None = None) -> BatchAnswer:
     """Decode and validate one `/batch` answer. Raises AtroposProtocolError when it is not JSON or
-    not the API's shape (`{"batch": [...] | null, ...}`); bad groups are results, not errors."""
+    not the API's shape (`{"batch": [...] | null, ...}`); bad groups are results, not errors.
+    The limits are those of `check_group`."""
+    limits = {"vocab_size": vocab_size, "max_token_len": max_token_len, "max_prompt_len": max_prompt_len}
     try:
         document = simdjson.Parser().parse(payload)
     except (ValueError, RuntimeError):  # simdjson's parse errors (RuntimeError: BIGINT_ERROR)
         # Not strict JSON for simdjson (NaN, integers beyond 64 bits): the stdlib reads those, and the
         # dict path then names the group and field.
-        return _decode_python(payload, vocab_size, max_token_len)
+        return _decode_python(payload, limits)
     if not isinstance(document, simdjson.Object) or "batch" not in document:
         raise AtroposProtocolError(f"/batch answered an unexpected shape: {payload[:200]!r}")
     batch = document.get("batch")
@@ -129,16 +132,16 @@ def decode_batch_answer(payload: bytes, *, vocab_size: int | None = None, max_to
     def check(element: Any, index: int) -> ScoredGroup:
         if isinstance(element, simdjson.Object):
             try:
-                return _read_group(element, index, vocab_size, max_token_len)
+                return _read_group(element, index, limits)
             except _NeedsSlowPath:
                 pass
-        return validate_group(_python(element), index, vocab_size=vocab_size, max_token_len=max_token_len)
+        return validate_group(_python(element), index, **limits)
 
     answer.groups = _validated(list(batch), check)
     return answer
 
 
-def _decode_python(payload: bytes, vocab_size: int | None, max_token_len: int | None) -> BatchAnswer:
+def _decode_python(payload: bytes, limits: Mapping[str, int | None]) -> BatchAnswer:
     try:
         document = json.loads(payload)
     except ValueError as exc:
@@ -151,7 +154,5 @@ def _decode_python(payload: bytes, vocab_size: int | None, max_token_len: int | 
         return answer
     if not isinstance(batch, list):
         raise AtroposProtocolError(f"/batch 'batch' must be a list or null, got {type(batch).__name__}")
-    answer.groups = _validated(
-        batch, lambda group, index: validate_group(group, index, vocab_size=vocab_size, max_token_len=max_token_len)
-    )
+    answer.groups = _validated(batch, lambda group, index: validate_group(group, index, **limits))
     return answer

@@ -23,6 +23,7 @@ class AtroposClientConfig:
     retry_attempts: int
     retry_delay: float
     timeout: float
+    batch_read_timeout: float
     max_wait_time: float
     poll_interval: float
     max_poll_interval: float
@@ -30,6 +31,7 @@ class AtroposClientConfig:
     env_names_file: str | None
     gzip_batches: bool
     prefetch: str  # "sync", "step" or "off" (true/false read as "sync"/"off")
+    allow_prompt_truncation: bool
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | DictConfig | None = None) -> AtroposClientConfig:
@@ -46,7 +48,7 @@ class AtroposClientConfig:
             raise ValueError(f"trainer.atropos.api_url must start with http:// or https://, got {self.api_url!r}")
         if self.retry_attempts < 1:
             raise ValueError(f"trainer.atropos.retry_attempts must be >= 1, got {self.retry_attempts}")
-        for name in ("retry_delay", "timeout", "max_wait_time", "poll_interval", "max_poll_interval"):
+        for name in ("retry_delay", "timeout", "batch_read_timeout", "max_wait_time", "poll_interval", "max_poll_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"trainer.atropos.{name} must be > 0, got {getattr(self, name)}")
         if self.max_policy_lag is not None and self.max_policy_lag < 0:

@@ -9,6 +9,11 @@ class AtroposUnavailableError(AtroposError):
     """The API could not be reached (connection errors, timeouts, 5xx) within the retry budget."""
 
 
+class AtroposBatchRequestFailedError(AtroposUnavailableError):
+    """A `GET /batch` failed after it reached the server (read timeout, reset, 5xx): what it popped,
+    if anything, is lost; counted by the client, never retried as if nothing had happened."""
+
+
 class AtroposProtocolError(AtroposError):
     """The API answered something this client cannot use (4xx, bad JSON, unexpected shape)."""
 
@@ -24,9 +29,10 @@ class AtroposRegistrationError(AtroposProtocolError):
 class InvalidGroupError(ValueError):
     """One ScoredData group failed validation; names the group and the field."""
 
-    def __init__(self, group_index: int, env_id: object, field: str, reason: str) -> None:
+    def __init__(self, group_index: int, env_id: object, field: str, reason: str, category: str = "") -> None:
         self.group_index = group_index
         self.env_id = env_id
         self.field = field
         self.reason = reason
+        self.category = category  # counted as atropos/invalid/<category> (the field when empty)
         super().__init__(f"group {group_index} (env_id={env_id}): field '{field}': {reason}")

@@ -3,13 +3,15 @@
 Each step takes a batch from the Atropos trajectory API (validated groups -> DataProto), or, when
 Atropos is unavailable and `trainer.atropos.fallback_to_grpo` is on, generates one with verl's own
 rollout on `data.train_files` (standard GRPO). Then verl's own pieces: balance, old log-probs,
-reference log-probs, advantages through `compute_advantage` (patched by verl_patches for
-token-level overrides), actor update, checkpoint, weight sync to the rollout replicas, metrics
-through verl's Tracking. The Atropos logic lives in the client, data and advantage modules.
+reference log-probs, advantages (the Atropos rule, `AtroposGRPOComputer`, called here for Atropos
+batches whatever verl_patches did; verl's GRPO for fallback batches), actor update, checkpoint,
+weight sync to the rollout replicas, metrics through verl's Tracking. The Atropos logic lives in
+the client, data and advantage modules.
 
 Nothing is lost on a crash: each pulled batch is journaled (`<default_local_dir>/atropos_journal`)
-before training and dropped once a checkpoint covers its step; a resumed run replays the journaled
-batches newer than its checkpoint first, then registers with `starting_step` = the restored step.
+before training and dropped once a checkpoint covers its step; a run that resumes the checkpoint the
+journal belongs to replays the journaled batches newer than it first, then registers with
+`starting_step` = the restored step. A journal of another run is moved aside, never trained.
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ from verl.utils.debug import marked_timer
 from verl.utils.metric import reduce_metrics
 from verl.utils.tracking import Tracking
 
-from recipe.atropos.advantages import META_USE_ADVANTAGES
-from recipe.atropos.atropos_data import scored_data_to_dataproto
+from recipe.atropos.advantages import META_USE_ADVANTAGES, AtroposGRPOComputer, carries_atropos_fields, check_adv_estimator
+from recipe.atropos.atropos_data import fill_missing_rollout_log_probs, scored_data_to_dataproto
 from recipe.atropos.atropos_integration import AtroposBatch, AtroposEnvironmentClient
 from recipe.atropos.atropos_metrics import atropos_batch_metrics, load_env_names
-from recipe.atropos.batch_journal import BatchJournal
+from recipe.atropos.batch_journal import BatchJournal, RunIdentity, open_journal
 from recipe.atropos.batch_prefetcher import BatchPrefetcher
 from recipe.atropos.client_config import AtroposClientConfig
 from recipe.atropos.errors import AtroposNotRegisteredError, AtroposUnavailableError
@@ -66,6 +68,10 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
     """GRPO on Atropos environments' rollouts through verl's Ray/FSDP workers (module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        config = kwargs.get("config", args[0] if args else None)
+        if config is not None:  # before verl builds anything: a setting the rule cannot honour stops here
+            check_adv_estimator(config.algorithm.adv_estimator)
+            AtroposClientConfig.from_mapping(config.trainer.get("atropos"))
         super().__init__(*args, **kwargs)
         data_cfg = self.config.data
         self.atropos_config = AtroposClientConfig.from_mapping(self.config.trainer.get("atropos"))
@@ -77,12 +83,14 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             self.atropos_config,
             vocab_size=len(self.tokenizer),
             max_token_len=self.max_prompt_length + self.max_response_length,
+            max_prompt_len=None if self.atropos_config.allow_prompt_truncation else self.max_prompt_length,
         )
         self.registered = False
         self.registered_starting_step = -1
         self.fallback_steps = 0
-        self.journal = BatchJournal(os.path.join(str(self.config.trainer.default_local_dir), "atropos_journal"))
+        self.journal: BatchJournal | None = None  # opened in fit, once verl has restored its checkpoint
         self.replay_steps: list[int] = []
+        self.resumed_step = 0
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.inference_config = InferenceConfig.from_mapping(self.config.trainer.get("atropos_inference"))
         self.max_policy_lag = self.atropos_config.max_policy_lag
@@ -230,6 +238,20 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             logger.warning("%s; step %d falls back to GRPO on the local dataset", exc, self.global_steps)
             return None
 
+    def _compute_advantage(self, batch: DataProto) -> DataProto:
+        """Atropos batches: the Atropos rule, called directly (it never depends on a patch having
+        loaded in this process); fallback batches: verl's own GRPO."""
+        algorithm = self.config.algorithm
+        norm_by_std = algorithm.get("norm_adv_by_std_in_grpo", True)
+        if carries_atropos_fields(batch):
+            computer = AtroposGRPOComputer(norm_adv_by_std_in_grpo=norm_by_std,
+                                           use_advantages=bool(batch.meta_info.get(META_USE_ADVANTAGES, True)))
+            return computer.compute(batch)
+        compute = getattr(ray_trainer.compute_advantage, "__wrapped_original__", ray_trainer.compute_advantage)
+        return compute(batch, adv_estimator=algorithm.adv_estimator, gamma=algorithm.gamma, lam=algorithm.lam,
+                       num_repeat=self.config.actor_rollout_ref.rollout.n, norm_adv_by_std_in_grpo=norm_by_std,
+                       config=algorithm)
+
     def _atropos_dataproto(self, batch: AtroposBatch) -> DataProto:
         data = scored_data_to_dataproto(
             batch.groups,
@@ -270,11 +292,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         """The next journaled batch of a resumed run (it is trained as it was pulled)."""
         step = self.replay_steps.pop(0)
         logger.warning("Replaying the journaled Atropos batch of step %d as step %d", step, self.global_steps)
-        batch = self.client.validate_batch(self.journal.load(step))
-        if step != self.global_steps:
-            self.journal.record(self.global_steps, [group.to_scored_data() for group in batch.groups])
-            self.journal.discard(step)
-        return batch
+        self.journal.renumber(step, self.global_steps)  # one rename: a crash leaves exactly one entry
+        return self.client.validate_batch(self.journal.load(self.global_steps))
 
     def _drop_stale_buffered(self) -> int:
         """Remove buffered groups older than max_policy_lag (logged by filter_stale_groups)."""
@@ -434,6 +453,9 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             metrics.update({"actor/entropy": entropy.detach().item(), "perf/mfu/actor_infer": old_log_prob_mfu})
             old_log_prob.batch.pop("entropys")
             batch = batch.union(old_log_prob)
+            # Rows an environment sent without inference_logprobs: their rollout log-probs are the
+            # recomputed ones, so the rollout correction leaves exactly those rows alone.
+            fill_missing_rollout_log_probs(batch)
         if self.use_reference_policy:
             with marked_timer("ref", timing_raw, color="olive"):
                 batch = batch.union(self._compute_ref_log_prob(batch))
@@ -451,16 +473,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
 
                 batch, is_metrics = compute_rollout_correction_and_add_to_batch(batch, rollout_corr)
                 metrics.update(is_metrics)
-            # Looked up at call time: verl_patches wraps this module attribute.
-            batch = ray_trainer.compute_advantage(
-                batch,
-                adv_estimator=self.config.algorithm.adv_estimator,
-                gamma=self.config.algorithm.gamma,
-                lam=self.config.algorithm.lam,
-                num_repeat=self.config.actor_rollout_ref.rollout.n,
-                norm_adv_by_std_in_grpo=self.config.algorithm.get("norm_adv_by_std_in_grpo", True),
-                config=self.config.algorithm,
-            )
+            batch = self._compute_advantage(batch)
 
         with marked_timer("update_actor", timing_raw, color="red"):
             actor_output = self._update_actor(batch)
@@ -469,6 +482,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         save_freq = self.config.trainer.save_freq
         if save_freq > 0 and (self.global_steps >= self.total_training_steps or self.global_steps % save_freq == 0):
             with marked_timer("save_checkpoint", timing_raw, color="green"):
+                self.journal.mark_checkpoint(self._checkpoint_folder(self.global_steps), self.global_steps)
                 self._save_checkpoint()
             self.journal.covered(self.global_steps)
         elif save_freq <= 0:
@@ -477,6 +491,24 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             self._start_prefetch()
         self._sync_weights(timing_raw)
         return batch
+
+    def _checkpoint_folder(self, step: int) -> str:
+        """Where verl's `_save_checkpoint` writes (and `_load_checkpoint` reads) step `step`."""
+        trainer = self.config.trainer
+        if trainer.resume_mode == "resume_path" and step == self.resumed_step:
+            return os.path.abspath(str(trainer.resume_from_path))
+        return os.path.join(os.path.abspath(str(trainer.default_local_dir)), f"global_step_{step}")
+
+    def _open_journal(self) -> None:
+        """The journal of the checkpoint verl restored, or a fresh one (batch_journal.open_journal)."""
+        trainer = self.config.trainer
+        self.resumed_step = self.global_steps
+        self.journal, _ = open_journal(
+            os.path.join(str(trainer.default_local_dir), "atropos_journal"),
+            RunIdentity(project=str(trainer.project_name), experiment=str(trainer.experiment_name),
+                        resume_mode=str(trainer.resume_mode), resumed_step=self.global_steps,
+                        checkpoint_folder=self._checkpoint_folder(self.global_steps) if self.global_steps else None),
+        )
 
     def fit(self) -> None:
         tracking = Tracking(
@@ -487,6 +519,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         )
         self.global_steps = 0
         self._load_checkpoint()
+        self._open_journal()
         self.replay_steps = self.journal.pending(after_step=self.global_steps)
         buffered = self.journal.load_buffer()
         if buffered:
@@ -515,6 +548,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
                     batch = self._train_on_batch(batch, metrics, timing_raw)
                 metrics["training/global_step"] = self.global_steps
                 metrics["atropos/invalid_groups_total"] = float(self.client.stats.invalid_groups)
+                metrics["atropos/batch_requests_failed_after_send_total"] = float(
+                    self.client.stats.batch_requests_failed_after_send)
                 metrics["atropos/registered_starting_step"] = float(self.registered_starting_step)
                 metrics.update(self._inference_metrics())
                 metrics.update(compute_data_metrics(batch=batch, use_critic=self.use_critic))

@@ -32,7 +32,7 @@ def _optional(raw: Mapping[str, Any], field: str) -> Any:
 class ScoredGroup:
     """One validated group: `n` sequences stored flat (`lengths` splits them)."""
 
-    uid: str
+    uid: str  # given when the group is pulled from `/batch`, kept through the journal
     group_index: int
     env_id: int | None
     lengths: np.ndarray  # int64 (n,)
@@ -61,6 +61,8 @@ class ScoredGroup:
             "masks": self.split(self.masks),
             "scores": self.scores,
             "env_id": self.env_id,
+            # Not a ScoredData field: how the journal tells this group from an equal one.
+            "trainer_uid": self.uid,
         }
         for field in ("advantages", "inference_logprobs"):
             values = getattr(self, field)
@@ -81,6 +83,11 @@ class InvalidGroup:
     env_id: object
     field: str
     reason: str
+    category: str = ""  # the `atropos/invalid/<category>` metric; the field when empty
+
+    @property
+    def metric_key(self) -> str:
+        return self.category or self.field
 
     @property
     def message(self) -> str:
@@ -159,6 +166,7 @@ def validate_group(
     *,
     vocab_size: int | None = None,
     max_token_len: int | None = None,
+    max_prompt_len: int | None = None,
 ) -> ScoredGroup:
     """Check one raw ScoredData dict (decoded JSON) and return it as a ScoredGroup.
 
@@ -197,6 +205,8 @@ def validate_group(
         group_overrides=raw.get("group_overrides"),
         vocab_size=vocab_size,
         max_token_len=max_token_len,
+        max_prompt_len=max_prompt_len,
+        uid=raw.get("trainer_uid") if isinstance(raw.get("trainer_uid"), str) else None,
     )
 
 
@@ -215,6 +225,8 @@ def check_group(
     group_overrides: Any,
     vocab_size: int | None,
     max_token_len: int | None,
+    max_prompt_len: int | None = None,
+    uid: str | None = None,
 ) -> ScoredGroup:
     """Every invariant the conversion and the advantage rule rely on, on a group already read into
     flat arrays (by `validate_group` from Python objects, or by batch_payload.py from the bytes)."""
@@ -247,6 +259,19 @@ def check_group(
     no_completion = np.flatnonzero(completions_per_sequence == 0)
     if no_completion.size:
         raise InvalidGroupError(group_index, env_id, "masks", f"masks[{int(no_completion[0])}] has no completion token")
+    if max_prompt_len is not None:
+        # The prompt is every token before the first completion token (atropos_data.py's layout).
+        first_completion = np.flatnonzero(is_completion)[np.searchsorted(np.flatnonzero(is_completion), starts)]
+        prompt_lengths = first_completion - starts
+        too_long = np.flatnonzero(prompt_lengths > max_prompt_len)
+        if too_long.size:
+            i = int(too_long[0])
+            raise InvalidGroupError(
+                group_index, env_id, "masks",
+                f"sequence {i} has a prompt of {int(prompt_lengths[i])} tokens, more than max_prompt_length="
+                f"{max_prompt_len}: cut, its log-probs would come from a context the policy never saw "
+                "(trainer.atropos.allow_prompt_truncation=true keeps it, cut from the left)",
+                category="prompt_too_long")
 
     if scores.shape[0] != n:
         raise InvalidGroupError(group_index, env_id, "scores", f"has {scores.shape[0]} scores for {n} sequences")
@@ -277,7 +302,7 @@ def check_group(
         raise InvalidGroupError(group_index, env_id, "env_id", "must be an integer")
 
     return ScoredGroup(
-        uid=uuid.uuid4().hex,
+        uid=uid or uuid.uuid4().hex,
         group_index=group_index,
         env_id=env_id,
         lengths=lengths,

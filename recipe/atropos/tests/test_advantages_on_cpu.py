@@ -165,3 +165,50 @@ def test_patched_compute_advantage_applies_overrides_and_meta_switch():
         index=data.non_tensor_batch["uid"],
     )
     torch.testing.assert_close(out.batch["advantages"], expected, rtol=1e-5, atol=1e-6)
+
+
+def bare_trainer(adv_estimator="grpo", n=4):
+    """The trainer's advantage step alone (no Ray, no workers): only the config it reads."""
+    from omegaconf import OmegaConf
+
+    from recipe.atropos.grpo_atropos_trainer import RayGRPOAtroposTrainer
+
+    trainer = object.__new__(RayGRPOAtroposTrainer)
+    trainer.config = OmegaConf.create({
+        "algorithm": {"adv_estimator": adv_estimator, "gamma": 1.0, "lam": 1.0, "norm_adv_by_std_in_grpo": True},
+        "actor_rollout_ref": {"rollout": {"n": n}},
+    })
+    return trainer
+
+
+def test_trainer_applies_the_atropos_rule_even_where_verl_patches_did_not_load(monkeypatch):
+    """verl swallows plugin ImportErrors: in such a process `compute_advantage` is verl's own. The
+    trainer's advantage step must still apply the environments' overrides and zero masks."""
+    monkeypatch.setattr(ray_trainer, "compute_advantage", ray_trainer.compute_advantage.__wrapped_original__)
+    data = random_batch(7, prompt_len=(1, 3))
+    data.batch["token_level_rewards"] = data.batch["token_level_scores"]
+    assert data.batch["advantage_override_mask"].any() and data.batch["advantage_zero_mask"].any()
+    expected = reference_advantages(data, 1e-6, True, True)
+    out = bare_trainer()._compute_advantage(data)
+    torch.testing.assert_close(out.batch["advantages"], expected, rtol=1e-5, atol=1e-6)
+    zeroed = out.batch["advantages"][data.batch["advantage_zero_mask"].bool()]
+    assert torch.all(zeroed == 0)
+
+
+def test_fallback_batches_get_verls_grpo():
+    data = _stock_batch(2)
+    expected, _ = core_algos.compute_grpo_outcome_advantage(
+        token_level_rewards=data.batch["token_level_rewards"].clone(),
+        response_mask=data.batch["response_mask"],
+        index=data.non_tensor_batch["uid"],
+    )
+    assert torch.equal(bare_trainer()._compute_advantage(data).batch["advantages"], expected)
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "gae", "reinforce_plus_plus"])
+def test_an_estimator_the_rule_does_not_implement_stops_the_trainer_naming_the_key(small_trainer_config, estimator):
+    from recipe.atropos.grpo_atropos_trainer import RayGRPOAtroposTrainer
+
+    config = small_trainer_config(f"algorithm.adv_estimator={estimator}")
+    with pytest.raises(ValueError, match=rf"algorithm\.adv_estimator='{estimator}' is not supported"):
+        RayGRPOAtroposTrainer(config=config, tokenizer=None, role_worker_mapping={}, resource_pool_manager=None)

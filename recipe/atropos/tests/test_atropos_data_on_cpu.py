@@ -97,14 +97,36 @@ def test_conversion_matches_reference(seed):
     assert data.meta_info[META_TRUNCATED_RESPONSES] == sum(L - f > max_response for L, f in zip(lengths, firsts))
 
 
-def test_rollout_log_probs_dropped_when_only_some_groups_carry_them():
+def test_rollout_log_probs_kept_per_row_when_only_some_groups_carry_them():
+    """A group without inference_logprobs must not switch the rollout correction off for the others:
+    rows with logprobs keep them, rows without take the recomputed old log-probs (importance weight 1),
+    and verl's own correction then weights exactly the rows that have the sampler's logprobs."""
+    from verl.trainer.config.algorithm import RolloutCorrectionConfig
+    from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
+
+    from recipe.atropos.atropos_data import fill_missing_rollout_log_probs
+
     rng = np.random.default_rng(0)
     raw = [make_group(rng, group_size=2, with_logprobs=True), make_group(rng, group_size=2)]
     data = scored_data_to_dataproto(
         [validate_group(g, i) for i, g in enumerate(raw)], pad_token_id=0, max_prompt_length=16, max_response_length=16
     )
-    assert "rollout_log_probs" not in data.batch.keys()
+    assert data.batch["rollout_log_probs_present"].tolist() == [True, True, False, False]
     assert data.meta_info["atropos_rows_without_inference_logprobs"] == 2
+    expected = reference_rows(raw[:1], 16, 16)
+    mask = data.batch["response_mask"].bool()
+    torch.testing.assert_close(data.batch["rollout_log_probs"][:2], torch.tensor([r["logprobs"] for r in expected]))
+
+    old = torch.where(mask, torch.full(mask.shape, -0.5), torch.zeros(mask.shape))
+    data.batch["old_log_probs"] = old
+    fill_missing_rollout_log_probs(data)
+    torch.testing.assert_close(data.batch["rollout_log_probs"][2:], old[2:])
+    data, _ = compute_rollout_correction_and_add_to_batch(
+        data, RolloutCorrectionConfig(rollout_is="token", rollout_is_threshold=1e6))
+    weights = data.batch["rollout_is_weights"]
+    assert torch.all(weights[2:][mask[2:]] == 1.0)  # no sampler logprobs: not corrected
+    sampled = data.batch["rollout_log_probs"][:2][mask[:2]]
+    torch.testing.assert_close(weights[:2][mask[:2]], torch.exp(old[:2][mask[:2]] - sampled))
 
 
 def test_empty_batch_is_an_error():

@@ -11,28 +11,44 @@ from recipe.atropos.batch_prefetcher import BatchPrefetcher
 from recipe.atropos.errors import AtroposUnavailableError
 from recipe.atropos.env_api import post_groups, register_env
 from recipe.atropos.tests.scored_data_factory import make_group
-from recipe.atropos.tests.test_client_real_api_on_cpu import GROUP, fast_client, started_trainer
+from recipe.atropos.tests.api_helpers import GROUP, fast_client, started_trainer
 
 
 def prefetch_threads():
     return [thread for thread in threading.enumerate() if thread.name.startswith("atropos-prefetch")]
 
 
+def signalled_poll(client, **poll_kwargs):
+    """The prefetcher's poll function, setting `returned` once the poll has come back."""
+    returned = threading.Event()
+
+    def poll(stop):
+        try:
+            return client.poll_batch(stop=stop, **poll_kwargs)
+        finally:
+            returned.set()
+
+    return poll, returned
+
+
 def test_prefetched_batch_is_the_posted_one_and_its_wait_ran_in_the_background(run_api):
     client = started_trainer(run_api.url)
     env_id = register_env(run_api.url, name="prefetch", weight=1.0, group_size=GROUP, max_token_length=64)
-    prefetcher = BatchPrefetcher(lambda stop: client.poll_batch(stop=stop))
+    poll, returned = signalled_poll(client)
+    prefetcher = BatchPrefetcher(poll)
     prefetcher.start()
     assert prefetcher.pending
     time.sleep(1.0)  # the "training step": the queue is empty meanwhile, the poll keeps trying
+    assert not returned.is_set()
     rng = np.random.default_rng(0)
     groups = [make_group(rng, group_size=GROUP, env_id=env_id) for _ in range(2)]
     post_groups(run_api.url, groups, env_id=env_id)
-    time.sleep(1.5)  # the poll finds the batch while the step still trains
+    assert returned.wait(60)  # the poll finds the batch while the step still trains
     batch, waited = prefetcher.take()
     assert not prefetcher.pending
     assert [g.tokens.tolist() for g in batch.groups] == [sum(g["tokens"], []) for g in groups]
-    assert batch.wait_s > 0.9 and waited < 0.2, (batch.wait_s, waited)
+    # The poll waited through the "step"; the caller, arriving after it came back, waited less.
+    assert batch.wait_s >= 1.0 and waited <= batch.wait_s, (batch.wait_s, waited)
     assert prefetcher.close(timeout=5.0) is None
     time.sleep(0.1)
     assert not prefetch_threads()
@@ -40,12 +56,14 @@ def test_prefetched_batch_is_the_posted_one_and_its_wait_ran_in_the_background(r
 
 def test_close_stops_a_poll_of_an_empty_queue_promptly(run_api):
     client = started_trainer(run_api.url)
-    prefetcher = BatchPrefetcher(lambda stop: client.poll_batch(max_wait_time=300.0, stop=stop))
+    # max_wait_time far beyond the close timeout: close returns with the poll ended only if the poll
+    # saw the stop event (within one poll interval), not by waiting the poll out.
+    poll, returned = signalled_poll(client, max_wait_time=3600.0)
+    prefetcher = BatchPrefetcher(poll)
     prefetcher.start()
     time.sleep(0.5)
-    started = time.monotonic()
-    assert prefetcher.close(timeout=10.0) is None
-    assert time.monotonic() - started < 3.0  # one poll interval (<= max_poll_interval), not max_wait_time
+    assert prefetcher.close(timeout=120.0) is None
+    assert returned.is_set()
     time.sleep(0.1)
     assert not prefetch_threads()
 

@@ -18,21 +18,8 @@ from recipe.atropos.errors import (
     AtroposUnavailableError,
 )
 from recipe.atropos.env_api import post_groups, register_env
+from recipe.atropos.tests.api_helpers import GROUP, fast_client, started_trainer
 from recipe.atropos.tests.scored_data_factory import make_group
-
-GROUP = 4
-
-
-def fast_client(url, **overrides):
-    config = {"api_url": url, "retry_delay": 0.05, "timeout": 5.0, "max_wait_time": 5.0, **overrides}
-    return AtroposEnvironmentClient(config)
-
-
-def started_trainer(url, batch_size=2 * GROUP):
-    client = fast_client(url)
-    client.register(batch_size=batch_size, max_token_len=64, num_steps=10)
-    assert client.get_batch() is None  # the first /batch opens /register-env
-    return client
 
 
 def expected_response_advantages(raw, eps=1e-6):
@@ -108,7 +95,8 @@ def test_mixed_batches_drop_bad_groups_survive_a_lost_batch_and_match_reference_
         received.extend(batch.groups)
         invalid.extend(batch.invalid)
 
-    assert client.stats.server_errors == 1 and client.stats.retries >= 1
+    # The 500 came after the server popped the batch: counted as a possible loss, not retried blindly.
+    assert client.stats.server_errors == 1 and client.stats.batch_requests_failed_after_send == 1
     assert sorted(bad.field for bad in invalid) == ["advantages", "masks", "scores"]
     assert all(f"env_id={bad.env_id}" in bad.message for bad in invalid)
     assert client.stats.invalid_groups == 3
@@ -173,8 +161,8 @@ def test_stopped_api_raises_unavailable_within_budget(run_api):
     run_api.stop()
     client = fast_client(run_api.url, retry_attempts=100, retry_delay=0.2, max_wait_time=3.0)
     started = time.monotonic()
-    with pytest.raises(AtroposUnavailableError, match="unavailable"):
+    with pytest.raises(AtroposUnavailableError, match="unreachable for GET /batch"):
         client.poll_batch()
-    elapsed = time.monotonic() - started
-    assert 2.5 <= elapsed < 3.0 + 1.5
+    assert time.monotonic() - started >= 2.5  # kept trying for (about) the whole budget
+    assert client.stats.retries >= 2 and client.stats.batch_requests_failed_after_send == 0
     assert not client.health()

@@ -102,3 +102,25 @@ def test_partially_filled_advantages_are_invalid():
     raw["advantages"] = raw["advantages"][:1]
     with pytest.raises(InvalidGroupError, match="has 1 sequences, tokens has 3"):
         validate_group(raw, 0)
+
+
+def test_a_prompt_longer_than_max_prompt_length_drops_its_group_by_name_on_both_paths():
+    """Cutting a prompt from the left changes the context the log-probs are computed under: the
+    group is dropped and counted as prompt_too_long (byte path and dict path alike), its neighbours
+    kept; a prompt of exactly max_prompt_length is fine."""
+    import orjson
+
+    from recipe.atropos.atropos_integration import AtroposEnvironmentClient
+
+    long_prompt = {"tokens": [[1] * 9 + [5, 6], [1, 5]], "masks": [[-100] * 9 + [5, 6], [-100, 5]], "scores": [1.0, 0.0]}
+    fits = {"tokens": [[1] * 8 + [5]], "masks": [[-100] * 8 + [5]], "scores": [1.0]}
+    client = AtroposEnvironmentClient({"api_url": "http://127.0.0.1:1"}, max_prompt_len=8)
+    for batch in (client.validate_batch([fits, long_prompt]),
+                  client.batch_from_payload(orjson.dumps({"batch": [fits, long_prompt]}))):
+        assert len(batch.groups) == 1 and batch.groups[0].size == 1
+        (bad,) = batch.invalid
+        assert (bad.group_index, bad.metric_key) == (1, "prompt_too_long")
+        assert "sequence 0 has a prompt of 9 tokens, more than max_prompt_length=8" in bad.message
+    assert client.stats.invalid_reasons["prompt_too_long"] == 2
+    allowed = AtroposEnvironmentClient({"api_url": "http://127.0.0.1:1"})
+    assert len(allowed.validate_batch([long_prompt]).groups) == 1  # allow_prompt_truncation: kept, cut later
