@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipe.atropos.advantages import AtroposGRPOComputer  # noqa: E402
 from recipe.atropos.api_process import RunApiProcess  # noqa: E402
+from recipe.atropos.managed_process import raise_on_termination_signals  # noqa: E402
 from recipe.atropos.atropos_data import scored_data_to_dataproto  # noqa: E402
 from recipe.atropos.atropos_integration import AtroposEnvironmentClient  # noqa: E402
 from recipe.atropos.env_api import post_groups, register_env  # noqa: E402
@@ -157,6 +158,7 @@ def bench(sequences: int, tokens: int, extras: bool, repeats: int, naive_repeats
 
 
 def main() -> None:
+    raise_on_termination_signals()  # killed by a signal: the processes started here are still stopped
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="64x2048,256x4096,1024x1024", help="comma-separated SEQUENCESxTOKENS")
     parser.add_argument("--repeats", type=int, default=15)

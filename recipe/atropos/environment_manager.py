@@ -33,7 +33,7 @@ import requests
 
 from recipe.atropos.inference_manager import UnifiedInferenceManager
 from recipe.atropos.launcher_config import EnvSpec, normalized_weights
-from recipe.atropos.managed_process import ManagedProcess
+from recipe.atropos.managed_process import ManagedProcess, stop_processes
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +172,8 @@ class AtroposEnvironmentManager:
         label = f"env_{spec.name}_{index}"
         process = ManagedProcess(label, self.command(spec, inference), log_path=self.log_dir / f"{label}.log",
                                  env=self.env_vars)
+        self.processes.append((spec, process))  # owned before it exists: a signal during start finds it
         process.start()
-        self.processes.append((spec, process))
         env_id = len(self.names)
         deadline = time.monotonic() + spec.registration_timeout
         while not registered(self.api_url, env_id):
@@ -203,9 +203,8 @@ class AtroposEnvironmentManager:
             process.track_children()
 
     def stop_all(self, timeout: float) -> None:
-        """Stop the environment processes, newest first."""
-        for _, process in reversed(self.processes):
-            process.stop(timeout)
+        """Stop every environment process at once, within `timeout` in all."""
+        stop_processes([process for _, process in self.processes], timeout)
 
     def measured_shares(self, step_metrics: Iterable[Mapping[str, float]]) -> dict[str, float]:
         """Share of trained sequences per environment name over the run (sequence-weighted)."""

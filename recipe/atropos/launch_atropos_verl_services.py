@@ -35,7 +35,7 @@ from recipe.atropos.api_process import RunApiProcess
 from recipe.atropos.environment_manager import AtroposEnvironmentManager, EnvironmentStartError
 from recipe.atropos.inference_manager import InferenceNotReadyError, UnifiedInferenceManager
 from recipe.atropos.launcher_config import LauncherConfig, load_launcher_config
-from recipe.atropos.managed_process import ManagedProcess
+from recipe.atropos.managed_process import ManagedProcess, defer_if_starting, stop_processes
 
 logger = logging.getLogger("atropos_launcher")
 
@@ -119,7 +119,8 @@ class ServicesLauncher:
         logger.info("run-api pid %d at %s", self.api.pid, self.api.url)
         trainer_env = {**self.config.process_env, **self.config.trainer.env, "VERL_FILE_LOGGER_PATH": str(self.metrics_file)}
         self.trainer = ManagedProcess("trainer", self.trainer_command(), log_path=self.log_dir / "trainer.log",
-                                      env=trainer_env).start()
+                                      env=trainer_env)
+        self.trainer.start()  # recorded first: a signal during the start finds it
         logger.info("trainer pid %d; waiting for its policy server (log %s)", self.trainer.pid, self.trainer.log_path)
         endpoint = self.inference.wait_ready(self.config.trainer.ready_timeout, alive=self.trainer.running)
         logger.info("policy server ready at %s", endpoint["base_url"])
@@ -162,26 +163,39 @@ class ServicesLauncher:
                 f" | Atropos queue {queue} groups")
 
     def stop(self) -> list[int]:
-        """Stop everything started, newest first; the PIDs still alive afterwards (should be none)."""
-        timeout = self.config.shutdown_timeout
-        self.environments.stop_all(timeout)
-        if self.trainer is not None:
-            self.trainer.stop(timeout)
-        self.api.stop(timeout)
+        """Stop everything started, newest first (environments, trainer, run-api), within
+        shutdown_timeout in all (then SIGKILL); the PIDs still alive afterwards (should be none)."""
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        self.environments.stop_all(max(0.0, deadline - time.monotonic()))
+        stop_processes([self.trainer] if self.trainer is not None else [], max(0.0, deadline - time.monotonic()))
+        stop_processes([self.api], max(0.0, deadline - time.monotonic()))
         return sorted({pid for p in self._processes() for pid in p.alive_pids()})
 
     def started_pids(self) -> list[int]:
         return sorted({pid for p in self._processes() for pid in p.known_pids()})
 
 
-def _raise_shutdown(signum: int, _frame: Any) -> None:
-    raise Shutdown(signal.Signals(signum).name)
+class _ShutdownSignals:
+    """SIGINT/SIGTERM raise Shutdown, except while a child is being started (delivered right after
+    it is recorded) and once cleanup runs (then logged: a second Ctrl-C must not abort the cleanup)."""
+
+    def __init__(self) -> None:
+        self.cleaning_up = False
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.cleaning_up:
+            logger.warning("%s during cleanup: still stopping the processes this launcher started",
+                           signal.Signals(signum).name)
+            return
+        if not defer_if_starting(signum):
+            raise Shutdown(signal.Signals(signum).name)
 
 
 def run_services(config: LauncherConfig, trainer_overrides: Sequence[str] = ()) -> LaunchResult:
     """Run the whole thing (module docstring) and report what happened."""
     launcher = ServicesLauncher(config, trainer_overrides)
-    previous = {sig: signal.signal(sig, _raise_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handler = _ShutdownSignals()
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     exit_code = 1
     try:
         launcher.start()
@@ -195,9 +209,12 @@ def run_services(config: LauncherConfig, trainer_overrides: Sequence[str] = ()) 
         if launcher.trainer is not None:
             logger.error("trainer log: %s", launcher.trainer.log_path)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        leftover = launcher.stop()
+        handler.cleaning_up = True
+        try:
+            leftover = launcher.stop()
+        finally:
+            for sig, previous_handler in previous.items():
+                signal.signal(sig, previous_handler)
     if leftover:
         logger.error("processes still alive after shutdown: %s", leftover)
     steps = [record.get("data", {}) for record in read_step_metrics(launcher.metrics_file)]

@@ -1,23 +1,72 @@
-"""A child process this program owns: its own process group, its own log file, stopped by PID."""
+"""A child process this program owns: its own process group, its own log file, stopped by PID.
+
+Ownership has no gap: the process is recorded on its ManagedProcess before a shutdown signal can be
+acted on (`start` defers SIGINT/SIGTERM while it runs, for handlers that call `defer_if_starting`),
+so callers record the ManagedProcess before calling `start`. Stopping is bounded as a whole:
+`stop_processes` signals every group at once and waits for all of them within one timeout.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psutil
 
 logger = logging.getLogger(__name__)
 
+_KILL_WAIT_S = 5.0  # after SIGKILL: time for the kernel to take the processes down
+
+
+class _StartGuard:
+    """Shutdown signals that arrived while a process was being started (delivered again after)."""
+
+    depth = 0
+    pending: int | None = None
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    _StartGuard.depth += 1
+    try:
+        yield
+    finally:
+        _StartGuard.depth -= 1
+        if _StartGuard.depth == 0 and _StartGuard.pending is not None:
+            signum, _StartGuard.pending = _StartGuard.pending, None
+            os.kill(os.getpid(), signum)  # the handler runs again, now that the child is recorded
+
+
+def defer_if_starting(signum: int) -> bool:
+    """For a signal handler: True (and the signal is delivered again later) while a ManagedProcess
+    is between creating its child and recording it."""
+    if _StartGuard.depth:
+        _StartGuard.pending = signum
+        return True
+    return False
+
+
+def raise_on_termination_signals() -> None:
+    """Make SIGTERM and SIGHUP raise SystemExit in this (main) thread, so the `with` blocks and
+    `finally` clauses that stop the processes a script started run when the script is killed."""
+    def handler(signum: int, _frame: object) -> None:
+        if not defer_if_starting(signum):
+            raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
 
 class ManagedProcess:
     """Start `command` in a new session (so its children share its process group) and stop exactly
-    that group: SIGTERM, then SIGKILL after `stop_timeout`. Descendants seen by `track_children`
-    that left the group (their own session) are stopped by PID too. Never matches processes by name."""
+    that group and the descendants seen by `track_children` (also those that left the group):
+    SIGTERM, then SIGKILL after the timeout. Never matches processes by name."""
 
     def __init__(
         self,
@@ -43,9 +92,10 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env, cwd=self.cwd
-            )
+            with _signals_deferred():
+                self.process = subprocess.Popen(
+                    self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
+                    cwd=self.cwd)
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
@@ -69,55 +119,40 @@ class ManagedProcess:
 
     def alive_pids(self) -> list[int]:
         """Those of `known_pids` still running (same process, not a reused PID)."""
-        alive = []
-        if self.running():
-            alive.append(self.process.pid)
-        for pid, child in self._children.items():
-            try:
-                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(pid)
-            except psutil.Error:
-                pass
-        return alive
+        return ([self.process.pid] if self.running() else []) + [child.pid for child in self._living_children()]
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Stop the process group and any tracked descendant; returns the exit code (None if never started)."""
-        if self.process is None:
-            return None
-        self.track_children()
-        if self.process.poll() is None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(self.process.pid, sig)  # start_new_session: the group id is the child's pid
-                except ProcessLookupError:
-                    break
-                try:
-                    self.process.wait(timeout=timeout)
-                    break
-                except subprocess.TimeoutExpired:
-                    logger.warning("%s (pid %d) ignored %s", self.name, self.process.pid, sig.name)
-        else:
-            self._kill_leftover_group()
-        self._kill_leftover_children()
-        return self.process.returncode
+        stop_processes([self], timeout)
+        return self.process.returncode if self.process else None
 
-    def _kill_leftover_children(self) -> None:
-        for pid, child in self._children.items():
+    def _living_children(self) -> list[psutil.Process]:
+        living = []
+        for child in self._children.values():
             try:
-                if child.is_running():
-                    logger.warning("%s: descendant pid %d outlived its group; killing it", self.name, pid)
-                    child.kill()
-                    child.wait(5)
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                    living.append(child)
             except psutil.Error:
                 pass
+        return living
 
-    def _kill_leftover_group(self) -> None:
-        """The leader exited; children it left in its group are still ours to stop."""
+    def _group_members(self) -> list[psutil.Process]:
+        """Processes still in this process's group (its leader may be gone)."""
+        members = []
+        for process in psutil.process_iter():
+            try:
+                if process.pid != os.getpid() and os.getpgid(process.pid) == self.process.pid:
+                    members.append(process)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                pass
+        return members
+
+    def _signal_group(self, sig: signal.Signals) -> None:
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.killpg(self.process.pid, sig)  # start_new_session: the group id is the child's pid
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -126,3 +161,35 @@ class ManagedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_processes(processes: Iterable[ManagedProcess], timeout: float) -> None:
+    """Stop every started process of `processes` within `timeout` seconds in all (then SIGKILL):
+    SIGTERM to every process group at once, a wait for the leaders, their group members and their
+    tracked descendants against one deadline, then SIGKILL to whatever is left of each."""
+    started = [p for p in processes if p.process is not None]
+    deadline = time.monotonic() + timeout
+    for process in started:
+        process.track_children()
+        process._signal_group(signal.SIGTERM)  # also when the leader exited: its group may live on
+        for child in process._living_children():
+            with contextlib.suppress(psutil.Error):
+                child.terminate()  # descendants that left the group
+    for process in started:
+        try:
+            process.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.warning("%s (pid %d) ignored SIGTERM for %.0fs", process.name, process.pid, timeout)
+    leftovers = {p.pid: p for process in started for p in (*process._group_members(), *process._living_children())}
+    _, alive = psutil.wait_procs(list(leftovers.values()), timeout=max(0.0, deadline - time.monotonic()))
+    for process in started:
+        process._signal_group(signal.SIGKILL)  # what is left of the group, whether or not its leader exited
+    for survivor in alive:
+        logger.warning("pid %d outlived SIGTERM; killing it", survivor.pid)
+        with contextlib.suppress(psutil.Error):
+            survivor.kill()
+    for process in started:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.process.wait(timeout=_KILL_WAIT_S)
+    psutil.wait_procs(alive, timeout=_KILL_WAIT_S)
+

@@ -1,7 +1,9 @@
-"""`code`: write a small Python function; scored by running it on tests (1 if all pass, else 0).
+"""`code`: write a small Python function; scored by calling it on the task's inputs (1 if every
+result is the expected one, else 0).
 
-Candidates run in a limited subprocess (`code_sandbox.py`: timeout, CPU, memory, file limits). The
-code is the last fenced ```python block of the answer, or the whole answer when there is none.
+Candidates run in a limited subprocess (`code_sandbox.py`: timeout, CPU, memory, file limits) that
+returns what the function produced; the results are judged here, against expected values that process
+never sees. The code is the last fenced ```python block of the answer, or the whole answer.
 
 Run: `python -m recipe.atropos.envs.code_env serve --env.rollout_server_url URL
 --openai.base_url http://HOST:PORT/v1 --slurm false`.
@@ -14,8 +16,8 @@ import re
 from pydantic import Field
 
 from recipe.atropos.envs.chat_task_env import ChatTaskEnv, ChatTaskEnvConfig, TaskItem
-from recipe.atropos.envs.code_sandbox import SandboxLimits, run_tests
-from recipe.atropos.envs.code_tasks import CODE_TASKS
+from recipe.atropos.envs.code_sandbox import SandboxLimits, run_function
+from recipe.atropos.envs.code_tasks import CODE_TASKS, TASKS_BY_NAME
 
 _FENCED = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 
@@ -23,6 +25,16 @@ _FENCED = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 def extract_code(answer: str) -> str:
     blocks = _FENCED.findall(answer)
     return blocks[-1] if blocks else answer
+
+
+async def score_code(answer: str, task_name: str, limits: SandboxLimits = SandboxLimits()) -> float:
+    """The code environment's reward: 1.0 when the function in `answer` returns the expected result
+    for every input of the task `task_name` (code_tasks.py), else 0.0; judged outside the candidate."""
+    task = TASKS_BY_NAME.get(task_name)
+    if task is None:
+        raise KeyError(f"unknown code task {task_name!r}; known: {sorted(TASKS_BY_NAME)}")
+    result = await run_function(extract_code(answer), task.function, task.inputs, task.expected, limits)
+    return 1.0 if result.total and result.passed == result.total else 0.0
 
 
 class CodeEnvConfig(ChatTaskEnvConfig):
@@ -36,12 +48,11 @@ class CodeEnv(ChatTaskEnv):
     system_prompt = "Answer with the Python function only, in a ```python code block."
 
     def load_items(self) -> list[TaskItem]:
-        return [TaskItem(prompt, tests) for _, prompt, tests in CODE_TASKS]
+        return [TaskItem(task.prompt, task.name) for task in CODE_TASKS]
 
     async def score(self, completion: str, item: TaskItem) -> float:
         limits = SandboxLimits(timeout_s=self.config.timeout_s, memory_bytes=self.config.memory_mb * 1024**2)
-        result = await run_tests(extract_code(completion), list(item.reference), limits)
-        return 1.0 if result.total and result.passed == result.total else 0.0
+        return await score_code(completion, item.reference, limits)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import numpy as np
 
 import verl_patches  # noqa: F401  (applies the GRPO override patch)
 from recipe.atropos.api_process import RunApiProcess
+from recipe.atropos.managed_process import raise_on_termination_signals
 from recipe.atropos.atropos_data import scored_data_to_dataproto
 from recipe.atropos.atropos_integration import AtroposEnvironmentClient
 from recipe.atropos.env_api import post_groups, register_env
@@ -33,6 +34,7 @@ def synthetic_group(rng: np.random.Generator, group_size: int, with_advantages: 
 
 
 def main() -> None:
+    raise_on_termination_signals()  # killed by a signal: the processes started here are still stopped
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--group-size", type=int, default=4)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from recipe.atropos.api_process import RunApiProcess
+from recipe.atropos.managed_process import raise_on_termination_signals
 from recipe.atropos.launch_atropos_verl_services import read_step_metrics as read_steps
 from recipe.atropos.local_dataset import write_arithmetic_parquet
 from recipe.atropos.managed_process import ManagedProcess
@@ -113,6 +114,7 @@ def run(workdir: Path, steps: int, timeout: float, extra: list[str], entry: str 
 
 
 def main() -> None:
+    raise_on_termination_signals()  # killed by a signal: the processes started here are still stopped
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("outputs/smoke_cpu"))
     parser.add_argument("--steps", type=int, default=3)

@@ -30,6 +30,7 @@ from recipe.atropos.examples.demo_cpu import DEMO_CONFIG, WORD_PIECE_DIRECTION
 from recipe.atropos.launch_atropos_verl_services import read_step_metrics
 from recipe.atropos.local_dataset import write_arithmetic_parquet
 from recipe.atropos.tiny_model import build_tiny_qwen2
+from recipe.atropos.managed_process import raise_on_termination_signals
 
 LAUNCHER = Path(__file__).resolve().parents[1] / "launch_atropos_verl_services.py"
 MAX_POLICY_LAG = 2
@@ -87,6 +88,7 @@ def soak_config(workdir: Path, ahead: int) -> Path:
 
 
 def main() -> None:
+    raise_on_termination_signals()  # killed by a signal: the processes started here are still stopped
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("outputs/soak"))
     parser.add_argument("--minutes", type=float, default=10.0)

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from recipe.atropos.launch_atropos_verl_services import read_step_metrics
 from recipe.atropos.local_dataset import write_arithmetic_parquet
-from recipe.atropos.tests.test_launcher_shutdown_on_cpu import DEMO_CONFIG, LAUNCHER, ROOT, alive, descendants
+from recipe.atropos.tests.launcher_helpers import DEMO_CONFIG, LAUNCHER, ROOT, alive, descendants
 from recipe.atropos.tiny_model import build_tiny_qwen2
 
 STEPS = 12

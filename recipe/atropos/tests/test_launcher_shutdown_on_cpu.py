@@ -1,56 +1,16 @@
 """The launcher leaves no process behind: on Ctrl-C mid-training, and when an environment crashes at
 start; its servers listen on loopback only. It runs as users run it
 (`python recipe/atropos/launch_atropos_verl_services.py ...`); every process under it is recorded by
-PID while it runs and checked afterwards."""
+PID while it runs and checked afterwards. A second Ctrl-C during cleanup does not abort it."""
 
 import json
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
-import psutil
-
 from recipe.atropos.examples.soak_cpu import listening_addresses
-from recipe.atropos.local_dataset import write_arithmetic_parquet
-from recipe.atropos.tiny_model import build_tiny_qwen2
-
-ROOT = Path(__file__).resolve().parents[3]
-LAUNCHER = ROOT / "recipe" / "atropos" / "launch_atropos_verl_services.py"
-DEMO_CONFIG = ROOT / "recipe" / "atropos" / "config" / "demo_cpu.yaml"
-
-
-def start_launcher(tmp_path, *sets):
-    model = build_tiny_qwen2(tmp_path / "tiny")
-    data = write_arithmetic_parquet(tmp_path / "train.parquet", n=8)
-    command = [sys.executable, str(LAUNCHER), "--config", str(DEMO_CONFIG), "--set", f"run_dir={tmp_path / 'run'}",
-               *[arg for item in sets for arg in ("--set", item)],
-               f"actor_rollout_ref.model.path={model}", f"data.train_files={data}", f"data.val_files={data}",
-               "trainer.total_training_steps=50", f"trainer.default_local_dir={tmp_path / 'ckpt'}"]
-    log = open(tmp_path / "launcher.log", "wb")  # noqa: SIM115
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log
-
-
-def descendants(pid):
-    try:
-        return {child.pid: child for child in psutil.Process(pid).children(recursive=True)}
-    except psutil.NoSuchProcess:
-        return {}
-
-
-def alive(processes):
-    living = []
-    for pid, process in processes.items():
-        try:
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                living.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return living
-
+from recipe.atropos.tests.launcher_helpers import alive, descendants, start_launcher
 
 def test_ctrl_c_mid_training_stops_every_process(tmp_path):
     launcher, log = start_launcher(tmp_path)
@@ -70,11 +30,16 @@ def test_ctrl_c_mid_training_stops_every_process(tmp_path):
     listening = listening_addresses(launcher.pid, {api_port, urlparse(endpoint["base_url"]).port})
     assert all(set(addresses) == {"127.0.0.1"} for addresses in listening.values()), listening
     launcher.send_signal(signal.SIGINT)
+    # A second Ctrl-C as soon as cleanup has begun (an impatient user) must not abort it.
+    while "stopping every process this launcher started" not in (tmp_path / "launcher.log").read_text():
+        assert launcher.poll() is None and time.monotonic() < deadline + 120
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGINT)
     code = launcher.wait(timeout=120)
     log.close()
     text = (tmp_path / "launcher.log").read_text()
     assert code == 130, text[-3000:]
-    assert "stopping every process this launcher started" in text
+    assert "SIGINT during cleanup: still stopping" in text
     time.sleep(1)
     assert alive(seen) == []
 

@@ -1,13 +1,13 @@
-"""Scoring of the shipped environments: final-answer extraction and the code sandbox's limits."""
+"""Scoring of the shipped environments: final-answer extraction, and code judged outside the
+candidate's process (forgeries score 0, solutions 1) within the sandbox's limits."""
 
 import asyncio
-import time
 
 import pytest
 
 from recipe.atropos.envs.answer_scoring import extract_final_answer, score_answer
-from recipe.atropos.envs.code_env import extract_code
-from recipe.atropos.envs.code_sandbox import SandboxLimits, run_tests
+from recipe.atropos.envs.code_env import extract_code, score_code
+from recipe.atropos.envs.code_sandbox import SandboxLimits, run_function
 from recipe.atropos.envs.code_tasks import CODE_TASKS
 from recipe.atropos.envs.gsm8k_env import gsm_symbolic_items
 from recipe.atropos.envs.math_env import math_items
@@ -39,26 +39,67 @@ def test_task_generators_are_seeded_and_answerable():
     assert len(maths) == 9 and all(score_answer(f"#### {i.reference}", i.reference) == 1.0 for i in maths)
 
 
-def run(code, tests, **limits):
-    return asyncio.run(run_tests(code, tests, SandboxLimits(**limits)))
+def run(code, function, cases, **limits):
+    inputs, expected = [list(args) for args, _ in cases], [want for _, want in cases]
+    return asyncio.run(run_function(code, function, inputs, expected, SandboxLimits(**limits)))
 
 
-def test_sandbox_counts_passing_tests_and_reference_solutions_pass():
-    assert run("def add(a, b):\n    return a + b", ["assert add(1, 2) == 3", "assert add(1, 1) == 3"]).passed == 1
-    solutions = {"add": "def add(a, b): return a + b", "gcd": "import math\ndef gcd(a, b): return math.gcd(a, b)"}
-    for name, _, tests in CODE_TASKS:
-        if name in solutions:
-            result = run(solutions[name], list(tests))
-            assert (result.passed, result.total) == (len(tests), len(tests))
+def score(answer, task="add"):
+    return asyncio.run(score_code(answer, task))
+
+
+SOLUTIONS = {
+    "add": "def add(a, b): return a + b",
+    "gcd": "import math\ndef gcd(a, b): return math.gcd(a, b)",
+    "is_even": "def is_even(n):\n    return n % 2 == 0",
+    "unique_sorted": "def unique_sorted(xs): return sorted(set(xs))",
+}
+
+
+def test_sandbox_counts_correct_results_and_reference_solutions_score_one():
+    assert run("def add(a, b):\n    return a + b", "add", [((1, 2), 3), ((1, 1), 3)]).passed == 1
+    for task in CODE_TASKS:
+        if task.name in SOLUTIONS:
+            assert score(f"```python\n{SOLUTIONS[task.name]}\n```", task.name) == 1.0, task.name
+    assert score("def add(a, b): return a - b") == 0.0
+    assert score("def is_even(n): return int(n % 2 == 0)", "is_even") == 0.0  # 1 is not True
+
+
+# Each tries to score 1 on `add` without computing a sum. None may.
+FORGERIES = {
+    "fake_result_line_then_os_exit": "import os\nprint('PASSED 3/3')\nos._exit(0)",
+    "fake_answer_on_stdout_then_exit": 'import os, sys\nsys.__stdout__.write(\'{"outputs": [{"value": 5}]}\\n\')\n'
+                                      "sys.__stdout__.flush()\nos._exit(0)",
+    "system_exit_at_import": "raise SystemExit(0)",
+    "system_exit_when_called": "def add(a, b):\n    raise SystemExit(0)",
+    "rebinding_builtins": "import builtins\nbuiltins.exec = lambda *a, **k: None\nbuiltins.AssertionError = type("
+                          "'Never', (Exception,), {})\nbuiltins.isinstance = lambda *a: True\ndef add(a, b): return 0",
+    "equal_to_anything": "class Anything:\n    __eq__ = lambda self, other: True\n    __ne__ = lambda self, other: "
+                         "False\n    __hash__ = object.__hash__\ndef add(a, b): return Anything()",
+    "int_equal_to_anything": "class Sly(int):\n    __eq__ = lambda self, other: True\ndef add(a, b): return Sly(0)",
+    "patched_json_encoder": "import json\njson.dumps = lambda *a, **k: '{\"outputs\": [{\"value\": 5}, "
+                            "{\"value\": 0}, {\"value\": 0.75}]}'\ndef add(a, b): return None",
+    "writing_to_the_channel_early": (
+        "import os\nfor fd in range(1, 20):\n    for line in (b'PASSED 3/3\\n', b'{\"passed\": 3, \"total\": 3}\\n',"
+        " b'{\"outputs\": [{\"value\": true}, {\"value\": true}, {\"value\": true}]}\\n'):\n"
+        "        try:\n            os.write(fd, line)\n        except OSError:\n            pass\n"
+        "def add(a, b): return 0"),
+    "flooding_the_channel": "import os\nos.write(3, b'x' * (4 * 1024**2))\ndef add(a, b): return a + b",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_forged_verdicts_score_zero(name):
+    assert score(f"```python\n{FORGERIES[name]}\n```") == 0.0
 
 
 def test_sandbox_bounds_bad_candidates():
-    started = time.monotonic()
-    looping = run("while True:\n    pass", ["assert True"], timeout_s=1.0)
-    assert looping.timed_out and looping.passed == 0 and time.monotonic() - started < 5
-    hog = run("x = bytearray(2 * 1024**3)", ["assert True"], memory_bytes=256 * 1024**2)
+    looping = run("def add(a, b):\n    while True:\n        pass", "add", [((1, 2), 3)], timeout_s=1.0)
+    assert looping.timed_out and looping.passed == 0
+    hog = run("x = bytearray(2 * 1024**3)\ndef add(a, b): return a + b", "add", [((1, 2), 3)],
+              memory_bytes=256 * 1024**2)
     assert hog.passed == 0 and not hog.timed_out
-    broken = run("def f(:", ["assert f()"])
+    broken = run("def add(:", "add", [((1, 2), 3)])
     assert broken.passed == 0
 
 
