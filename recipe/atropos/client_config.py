@@ -32,6 +32,8 @@ class AtroposClientConfig:
     gzip_batches: bool
     prefetch: str  # "sync", "step" or "off" (true/false read as "sync"/"off")
     allow_prompt_truncation: bool
+    max_buffer_age_steps: int | None
+    max_buffered_groups: int | None
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | DictConfig | None = None) -> AtroposClientConfig:
@@ -53,6 +55,9 @@ class AtroposClientConfig:
                 raise ValueError(f"trainer.atropos.{name} must be > 0, got {getattr(self, name)}")
         if self.max_policy_lag is not None and self.max_policy_lag < 0:
             raise ValueError(f"trainer.atropos.max_policy_lag must be >= 0 or null, got {self.max_policy_lag}")
+        for name in ("max_buffer_age_steps", "max_buffered_groups"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"trainer.atropos.{name} must be >= 1 or null, got {getattr(self, name)}")
         if self.prefetch not in PREFETCH_MODES:
             raise ValueError(f"trainer.atropos.prefetch must be one of {PREFETCH_MODES} (or true/false), got {self.prefetch!r}")
         if self.max_poll_interval < self.poll_interval:

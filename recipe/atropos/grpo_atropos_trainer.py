@@ -101,7 +101,10 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.inference: InferenceService | None = None
         self.version_registry = PolicyVersionRegistry()
         self.stale_groups_total = 0
-        self.group_buffer = GroupBuffer()
+        self.group_buffer = GroupBuffer(max_groups=self.atropos_config.max_buffered_groups,
+                                        max_age_steps=self.atropos_config.max_buffer_age_steps)
+        self.buffer_dropped_total = 0
+        self.buffer_dropped_step = 0
         self.trained_groups = TrainedGroups()
         self.prefetch_mode = self.atropos_config.prefetch
         self.prefetcher = BatchPrefetcher(self._prefetch_poll) if self.prefetch_mode != "off" else None
@@ -198,7 +201,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             logger.warning("not waiting for environments: %s", exc)
             return
         if batch is not None:
-            self.group_buffer.add(batch)
+            self.group_buffer.add(batch, self.global_steps)
             self.journal.save_buffer(self.global_steps - 1, self.group_buffer.scored_data())
         deadline = time.monotonic() + self.atropos_config.max_wait_time
         while not os.path.exists(names_file) and time.monotonic() < deadline:
@@ -304,6 +307,15 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         stale = {id(group) for group in lag.stale}
         return len(self.group_buffer.remove_if(lambda group: id(group) in stale))
 
+    def _drop_over_buffer_bounds(self) -> int:
+        """Remove buffered groups past the buffer's age and size bounds, each logged with its reason."""
+        dropped = self.group_buffer.drop_over_bounds(self.global_steps)
+        for group, reason in dropped:
+            logger.warning("dropping buffered group %d (env_id=%s, %d sequences) at step %d: %s",
+                           group.group_index, group.env_id, group.size, self.global_steps, reason)
+        self.buffer_dropped_total += len(dropped)
+        return len(dropped)
+
     def _fresh_batch(self) -> tuple[AtroposBatch | None, int]:
         """Exactly one step's sequences of valid, fresh-enough groups: buffered ones first, topped up
         from `/batch`; journaled (with what is left over) before use. None when Atropos gave nothing
@@ -311,8 +323,10 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         polled: list[AtroposBatch] = []
         stale = 0
         self.poll_seconds["step_exposed"] = 0.0
+        self.buffer_dropped_step = 0
         while True:
             stale += self._drop_stale_buffered()
+            self.buffer_dropped_step += self._drop_over_buffer_bounds()
             taken = self.group_buffer.take_exact(self.sequences_per_step)
             if taken is not None:
                 break
@@ -322,7 +336,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             if batch is None:
                 return None, stale
             polled.append(batch)
-            self.group_buffer.add(batch)
+            self.group_buffer.add(batch, self.global_steps)
             for group in self.group_buffer.remove_if(lambda g: g.size > self.sequences_per_step):
                 logger.error("dropping group %d (env_id=%s): %d sequences cannot fit a step of %d; "
                              "make the environment's group_size divide the batch", group.group_index, group.env_id,
@@ -362,7 +376,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         step earlier (measured on the CPU demo: policy lag 2 instead of 1; with max_policy_lag 2, groups
         dropped and the mix skewed towards the faster environment)."""
         if (self.prefetcher is None or not self.registered or self.global_steps >= self.total_training_steps
-                or self.replay_steps or self.group_buffer.sequences >= self.sequences_per_step):
+                or self.replay_steps or self.group_buffer.can_fill(self.sequences_per_step)):
             return
         self.prefetcher.start()
 
@@ -409,6 +423,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         stale_metrics = {"atropos/stale_groups_dropped": float(stale),
                          "atropos/stale_groups_dropped_total": float(self.stale_groups_total),
                          "atropos/buffered_groups": float(len(self.group_buffer)),
+                         "atropos/buffer_dropped_groups": float(self.buffer_dropped_step),
+                         "atropos/buffer_dropped_groups_total": float(self.buffer_dropped_total),
                          **self._poll_metrics()}
         if atropos_batch is not None and atropos_batch.groups:
             with marked_timer("atropos_convert", timing_raw, color="blue"):
@@ -523,7 +539,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.replay_steps = self.journal.pending(after_step=self.global_steps)
         buffered = self.journal.load_buffer()
         if buffered:
-            self.group_buffer.add(self.client.validate_batch(buffered))
+            self.group_buffer.add(self.client.validate_batch(buffered), self.global_steps)
             logger.warning("Resuming with %d pulled but untrained Atropos group(s) from the journal", len(self.group_buffer))
             self.journal.save_buffer(self.global_steps, self.group_buffer.scored_data())
             self.journal.clear_prefetched()

@@ -3,14 +3,17 @@
 import pytest
 from omegaconf import OmegaConf
 
-from recipe.atropos.client_config import DEFAULTS_FILE, AtroposClientConfig
+from recipe.atropos.client_config import AtroposClientConfig
 
 
-def test_defaults_come_from_the_yaml():
+def test_the_defaults_keep_the_recipes_promises():
+    """What the defaults promise users: a popped batch is waited for at least 120 s whatever the poll
+    budget, a cut prompt drops its group, the group buffer is bounded, fallback and prefetch are on."""
     config = AtroposClientConfig.from_mapping()
-    yaml = OmegaConf.to_container(OmegaConf.load(DEFAULTS_FILE))
-    assert {k: getattr(config, k) for k in yaml} == yaml
-    assert config.api_url == "http://localhost:8000"
+    assert config.batch_read_timeout >= 120.0
+    assert config.allow_prompt_truncation is False
+    assert config.max_buffer_age_steps is not None and config.max_buffered_groups is not None
+    assert config.fallback_to_grpo is True and config.prefetch == "sync"
 
 
 def test_overrides_merge_onto_defaults():
@@ -25,6 +28,8 @@ def test_overrides_merge_onto_defaults():
         ({"api_url": "localhost:8000"}, "api_url must start with http"),
         ({"retry_attempts": 0}, "retry_attempts must be >= 1"),
         ({"timeout": 0}, "timeout must be > 0"),
+        ({"batch_read_timeout": -1}, "batch_read_timeout must be > 0"),
+        ({"max_buffer_age_steps": 0}, "max_buffer_age_steps must be >= 1 or null"),
         ({"poll_interval": 3.0, "max_poll_interval": 1.0}, "max_poll_interval must be >= poll_interval"),
     ],
 )

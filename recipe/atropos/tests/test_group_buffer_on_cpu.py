@@ -23,22 +23,55 @@ def batch_of(sizes, seed=0):
     return AtroposEnvironmentClient({"api_url": "http://127.0.0.1:1"}).validate_batch(raw), raw
 
 
-def test_take_exact_is_fifo_skips_overshooting_groups_and_keeps_the_rest():
+def uids(groups):
+    return [group.uid for group in groups]
+
+
+def test_take_exact_takes_exactly_the_step_prefers_the_oldest_and_loses_nothing():
     buffer = GroupBuffer()
-    batch, raw = batch_of([4, 8, 4, 4])
+    batch, _ = batch_of([4, 8, 4, 4])
     buffer.add(batch)
     assert buffer.sequences == 20
-    taken = buffer.take_exact(12)  # the oldest 4 + 8
-    assert [group.size for group in taken] == [4, 8]
-    assert [tokens_of(group.to_scored_data()) for group in taken] == [r["tokens"] for r in raw[:2]]
-    assert [tokens_of(g) for g in journaled(buffer.scored_data())] == [r["tokens"] for r in raw[2:]]
-    assert buffer.take_exact(12) is None and buffer.sequences == 8  # not enough: unchanged
+    taken = buffer.take_exact(12)
+    assert sum(group.size for group in taken) == 12
+    assert batch.groups[0].uid in uids(taken)  # the oldest group goes first when it can
+    assert sorted(uids(taken) + uids(buffer.entries)) == sorted(uids(batch.groups))  # nothing lost
+    left = uids(buffer.entries)
+    assert [g["trainer_uid"] for g in journaled(buffer.scored_data())] == left  # what is journaled is what is left
+    assert buffer.take_exact(12) is None and uids(buffer.entries) == left  # no fit: unchanged
     more, _ = batch_of([8], seed=1)
     buffer.add(more)
-    # buffer [4, 4, 8]: 4 + 4 leaves no room for 8; 4 + 8 is found instead, the younger 4 stays
     taken = buffer.take_exact(12)
-    assert [group.size for group in taken] == [4, 8] and tokens_of(taken[0].to_scored_data()) == raw[2]["tokens"]
-    assert [tokens_of(g) for g in journaled(buffer.scored_data())] == [raw[3]["tokens"]]
+    assert sum(group.size for group in taken) == 12
+    assert sorted(uids(taken) + uids(buffer.entries)) == sorted(left + uids(more.groups))
+
+
+def test_a_group_that_never_fits_is_dropped_by_age_and_the_buffer_by_size():
+    """Steps of 8 from groups of 4 and 6: a 6 fits no step until another 6 or a 2 comes. It waits
+    at most max_age_steps steps, then it is dropped with its reason; the size bound drops the oldest."""
+    buffer = GroupBuffer(max_age_steps=3)
+    batch, _ = batch_of([6, 4, 4])
+    buffer.add(batch, step=1)
+    assert uids(buffer.take_exact(8)) == uids(batch.groups[1:])
+    assert not buffer.can_fill(8)
+    assert buffer.drop_over_bounds(step=4) == []  # waited 3 steps: still kept
+    ((dropped, reason),) = buffer.drop_over_bounds(step=5)
+    assert dropped.uid == batch.groups[0].uid and "max_buffer_age_steps=3" in reason and len(buffer) == 0
+
+    bounded = GroupBuffer(max_groups=2)
+    many, _ = batch_of([4, 4, 4], seed=2)
+    bounded.add(many, step=1)
+    dropped = bounded.drop_over_bounds(step=1)
+    assert [group.uid for group, _ in dropped] == [many.groups[0].uid] and "max_buffered_groups=2" in dropped[0][1]
+    assert uids(bounded.entries) == uids(many.groups[1:])
+
+
+def test_can_fill_tells_whether_an_exact_step_exists():
+    buffer = GroupBuffer()
+    batch, _ = batch_of([6, 6], seed=3)
+    buffer.add(batch)
+    assert buffer.sequences >= 8 and not buffer.can_fill(8)  # enough sequences, no exact fit: prefetch must run
+    assert buffer.can_fill(12) and len(buffer) == 2  # asking changes nothing
 
 
 def test_remove_if_drops_matching_groups():

@@ -132,9 +132,8 @@ def test_gate_only_pause_returns_at_once_and_still_holds_new_requests(served):
     first = _generate_in_thread(served.url, results, max_tokens=48)
     while served.proxy.in_flight == 0:
         time.sleep(0.005)
-    started = time.monotonic()
     assert served.service.pause(drain_timeout=30.0, wait=False) is True
-    assert time.monotonic() - started < 1.0 and served.proxy.in_flight == 1
+    assert served.proxy.in_flight == 1  # returned while the request was still decoding
     assert served.proxy.stats.drain_timeouts == 0
     held = _generate_in_thread(served.url, results)
     first.join(60)

@@ -2,6 +2,8 @@
 
 import os
 
+import numpy as np
+
 from transformers import AutoTokenizer
 
 from recipe.atropos.atropos_integration import AtroposEnvironmentClient
@@ -33,7 +35,10 @@ def test_base_env_groups_arrive_valid_with_and_without_advantages(run_api, tiny_
             completion = tokens[masks != -100]
             assert len(completion) >= 2
             assert score == (completion == target).sum() / len(completion)
-    assert code is not None
+        if g.advantages is not None:  # ScriptedEnv's per-token advantages: score - 0.3 on the completion
+            for advantages, masks, score in zip(g.split(g.advantages), g.split(g.masks), g.scores):
+                np.testing.assert_allclose(advantages[masks != -100], score - 0.3, rtol=1e-5, atol=1e-6)
+    assert code is not None and not env.running()
     try:
         os.killpg(env.pid, 0)
         raise AssertionError("the environment's process group outlived stop()")
