@@ -28,6 +28,7 @@ class AtroposClientConfig:
     poll_interval: float
     max_poll_interval: float
     max_policy_lag: int | None
+    drop_unknown_version_groups: bool
     env_names_file: str | None
     gzip_batches: bool
     prefetch: str  # "sync", "step" or "off" (true/false read as "sync"/"off")
@@ -55,6 +56,9 @@ class AtroposClientConfig:
                 raise ValueError(f"trainer.atropos.{name} must be > 0, got {getattr(self, name)}")
         if self.max_policy_lag is not None and self.max_policy_lag < 0:
             raise ValueError(f"trainer.atropos.max_policy_lag must be >= 0 or null, got {self.max_policy_lag}")
+        if self.drop_unknown_version_groups and self.max_policy_lag is None:
+            raise ValueError("trainer.atropos.drop_unknown_version_groups=true needs trainer.atropos.max_policy_lag "
+                             "(it drops groups whose lag cannot be known); set max_policy_lag or turn it off")
         for name in ("max_buffer_age_steps", "max_buffered_groups"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"trainer.atropos.{name} must be >= 1 or null, got {getattr(self, name)}")

@@ -96,7 +96,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.max_policy_lag = self.atropos_config.max_policy_lag
         if not self.inference_config.weight_sync and self.max_policy_lag is not None:
             logger.warning("trainer.atropos_inference.weight_sync=false serves the initial weights on purpose: "
-                           "trainer.atropos.max_policy_lag=%d is ignored (the lag is still logged)", self.max_policy_lag)
+                           "trainer.atropos.max_policy_lag=%d (and drop_unknown_version_groups) is ignored "
+                           "(the lag is still logged)", self.max_policy_lag)
             self.max_policy_lag = None
         self.inference: InferenceService | None = None
         self.version_registry = PolicyVersionRegistry()
@@ -303,7 +304,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         if self.max_policy_lag is None or not len(self.group_buffer):
             return 0
         lag = filter_stale_groups(self.group_buffer.entries, self.version_registry,
-                                  self.global_steps - 1, self.max_policy_lag)
+                                  self.global_steps - 1, self.max_policy_lag,
+                                  drop_unknown=self.atropos_config.drop_unknown_version_groups)
         stale = {id(group) for group in lag.stale}
         return len(self.group_buffer.remove_if(lambda group: id(group) in stale))
 
@@ -429,10 +431,11 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         if atropos_batch is not None and atropos_batch.groups:
             with marked_timer("atropos_convert", timing_raw, color="blue"):
                 data = self._atropos_dataproto(atropos_batch)
-            metrics = atropos_batch_metrics(atropos_batch, data, load_env_names(self.atropos_config.env_names_file))
+            env_names = load_env_names(self.atropos_config.env_names_file)
+            metrics = atropos_batch_metrics(atropos_batch, data, env_names)
             # Lag of what is trained (nothing dropped here: stale groups left the buffer already).
             metrics.update(filter_stale_groups(atropos_batch.groups, self.version_registry, self.global_steps - 1,
-                                               None).metrics)
+                                               None, env_names=env_names).metrics)
             metrics.update(stale_metrics)
             repeated = self.trained_groups.record(atropos_batch.groups)
             if repeated:

@@ -85,6 +85,16 @@ class PolicyApi:
             return self.tokenizer.encode(prompt)
         return _token_ids(prompt, field, self.vocab_size)
 
+    def _text(self, completion: Completion) -> str:
+        """The completion as text (the OpenAI routes' answer). An environment re-tokenises that text,
+        which may give other ids than the served ones: those are recorded with the same version too,
+        so the trainer can still tell which policy wrote it."""
+        text = self.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+        retokenised = self.tokenizer.encode(text, add_special_tokens=False)
+        if retokenised != completion.token_ids:
+            self.proxy.registry.record(retokenised, completion.policy_version)
+        return text
+
     def _token_texts(self, token_ids: list[int]) -> list[str]:
         return [self.tokenizer.decode([t]) for t in token_ids]
 
@@ -150,7 +160,7 @@ class PolicyApi:
             for completion in completions:
                 choice = {
                     "index": len(choices),
-                    "text": self.tokenizer.decode(completion.token_ids, skip_special_tokens=True),
+                    "text": self._text(completion),
                     "finish_reason": completion.finish_reason,
                     "logprobs": None,
                 }
@@ -177,7 +187,7 @@ class PolicyApi:
             choice = {
                 "index": index,
                 "message": {"role": "assistant",
-                            "content": self.tokenizer.decode(completion.token_ids, skip_special_tokens=True)},
+                            "content": self._text(completion)},
                 "finish_reason": completion.finish_reason,
                 "logprobs": None,
             }

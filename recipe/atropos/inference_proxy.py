@@ -54,6 +54,14 @@ async def _call(method: Any, **kwargs: Any) -> Any:
     return await (remote(**kwargs) if remote is not None else method(**kwargs))
 
 
+def per_sample_params(sampling_params: dict[str, Any], index: int) -> dict[str, Any]:
+    """The sampling parameters of the `index`-th of `n` separate samples: a request's `seed` becomes
+    seed + index, so the n samples differ (n calls with one seed would return n equal samples) and the
+    request stays reproducible."""
+    seed = sampling_params.get("seed")
+    return sampling_params if seed is None else {**sampling_params, "seed": int(seed) + index}
+
+
 class InferenceProxy:
     """Round-robin over verl's replica servers behind a drainable gate (see the module docstring).
 
@@ -129,16 +137,18 @@ class InferenceProxy:
 
     async def _generate_on_replica(self, prompt_ids: list[int], sampling_params: dict[str, Any], n: int) -> list[Completion]:
         server = self.servers[next(self._next_server)]
-        version = self.policy_version
         params = dict(sampling_params, logprobs=True)
         if self.batched:
             outputs = await _call(server.generate_batch, prompt_ids=prompt_ids, sampling_params=params, n=n)
         else:
             outputs = await asyncio.gather(*[
-                _call(server.generate, request_id=uuid.uuid4().hex, prompt_ids=prompt_ids, sampling_params=params)
-                for _ in range(n)
+                _call(server.generate, request_id=uuid.uuid4().hex, prompt_ids=prompt_ids,
+                      sampling_params=per_sample_params(params, index))
+                for index in range(n)
             ])
-        return [self._completion(output, version) for output in outputs]
+        # Read when the completions are back: after a drain timeout a weight update may have landed
+        # while they were decoded (the replica's own report, when it gives one and is older, wins).
+        return [self._completion(output, self.policy_version) for output in outputs]
 
     @staticmethod
     def _completion(output: Any, version: int) -> Completion:
@@ -150,7 +160,7 @@ class InferenceProxy:
         # verl's stop reasons: "completed" (EOS/stop), "length", "aborted", None; vLLM's: "stop", "length", "abort".
         finish = {"length": "length", "aborted": "abort"}.get(output.stop_reason, "stop")
         served = extra.get("global_steps")
-        return Completion(token_ids, logprobs, finish, version if served is None else int(served))
+        return Completion(token_ids, logprobs, finish, version if served is None else min(int(served), version))
 
     async def pause(self, drain_timeout: float, wait: bool = True) -> bool:
         """Close the gate and wait for requests in flight; False (logged, counted) when the drain timed out.

@@ -7,6 +7,7 @@ counts). 0 means on-policy. Completions not served by our proxy have no known ve
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 
@@ -18,11 +19,29 @@ from recipe.atropos.scored_group import PROMPT_LABEL, ScoredGroup
 logger = logging.getLogger(__name__)
 
 
+def completion_runs(tokens: np.ndarray, masks: np.ndarray) -> list[np.ndarray]:
+    """The contiguous runs of completion tokens of one sequence (a multi-turn completion has one per
+    assistant turn, separated by tool output or user turns, which are masked)."""
+    completion = masks != PROMPT_LABEL
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], completion.astype(np.int8), [0]))))
+    return [tokens[start:end] for start, end in zip(edges[::2], edges[1::2])]
+
+
+def sequence_version(tokens: np.ndarray, masks: np.ndarray, registry: PolicyVersionRegistry) -> int | None:
+    """The oldest version of the served pieces that make up the sequence's completion: the whole
+    completion as one piece, or each run of completion tokens as served pieces; None if unknown."""
+    whole = registry.lookup(tokens[masks != PROMPT_LABEL])
+    if whole is not None:
+        return whole
+    versions = [registry.lookup_pieces(run) for run in completion_runs(tokens, masks)]
+    return None if not versions or None in versions else min(versions)
+
+
 def group_version(group: ScoredGroup, registry: PolicyVersionRegistry) -> int | None:
     """The oldest policy version among the group's completions; None if any is unknown."""
     versions = []
     for tokens, masks in zip(group.split(group.tokens), group.split(group.masks)):
-        version = registry.lookup(tokens[masks != PROMPT_LABEL])
+        version = sequence_version(tokens, masks, registry)
         if version is None:
             return None
         versions.append(version)
@@ -37,15 +56,27 @@ class LagFilterResult:
 
 
 def filter_stale_groups(groups: list[ScoredGroup], registry: PolicyVersionRegistry, completed_updates: int,
-                        max_policy_lag: int | None) -> LagFilterResult:
-    """Split `groups` into those within `max_policy_lag` (or of unknown version) and stale ones."""
+                        max_policy_lag: int | None, *, drop_unknown: bool = False,
+                        env_names: dict[int, str] | None = None) -> LagFilterResult:
+    """Split `groups` into those within `max_policy_lag` (or of unknown version, unless `drop_unknown`)
+    and stale ones. Metrics include the share of groups of unknown version per environment."""
     kept, stale, lags = [], [], []
     unknown = 0
+    per_env: dict[object, list[int]] = collections.defaultdict(lambda: [0, 0])  # env -> [unknown, groups]
     for group in groups:
         version = group_version(group, registry)
+        counts = per_env[group.env_id]
+        counts[1] += 1
         if version is None:
             unknown += 1
-            kept.append(group)
+            counts[0] += 1
+            if drop_unknown and max_policy_lag is not None:
+                logger.warning("dropping group %d (env_id=%s): its policy version is unknown (completions not found "
+                               "among those the policy server served) and trainer.atropos.drop_unknown_version_groups "
+                               "is set", group.group_index, group.env_id)
+                stale.append(group)
+            else:
+                kept.append(group)
             continue
         lag = completed_updates - version
         lags.append(lag)
@@ -59,6 +90,9 @@ def filter_stale_groups(groups: list[ScoredGroup], registry: PolicyVersionRegist
         "atropos/stale_groups_dropped": float(len(stale)),
         "atropos/policy_version_unknown_groups": float(unknown),
     }
+    for env_id, (env_unknown, env_groups) in per_env.items():
+        name = (env_names or {}).get(env_id, str(env_id))
+        metrics[f"atropos/policy_version_unknown_share/{name}"] = env_unknown / env_groups
     if lags:
         metrics.update({
             "atropos/policy_lag_mean": float(np.mean(lags)),

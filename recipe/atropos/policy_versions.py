@@ -5,6 +5,11 @@ travel with the data through Atropos. The inference proxy records every completi
 under a digest of its token ids; the trainer, in the same process, looks up the completions of
 each group it pulls. Version = the global step whose update the served weights contain (0: the
 initial weights).
+
+A completion an environment posts may be several served pieces (a multi-turn chat whose assistant
+turns were served one by one, joined with or without tool output between them): `lookup_pieces`
+finds a run of tokens made of recorded pieces back to back (the longest first), and gives the
+oldest of their versions.
 """
 
 from __future__ import annotations
@@ -29,20 +34,53 @@ class PolicyVersionRegistry:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._versions: collections.OrderedDict[bytes, int] = collections.OrderedDict()
+        self._versions: collections.OrderedDict[bytes, tuple[int, int]] = collections.OrderedDict()  # (version, length)
+        self._lengths: collections.Counter[int] = collections.Counter()  # lengths of the recorded pieces
         self._lock = threading.Lock()
 
     def record(self, token_ids: Sequence[int] | np.ndarray, version: int) -> None:
         key = completion_key(token_ids)
+        length = len(token_ids)
+        if length == 0:
+            return
         with self._lock:
-            self._versions[key] = int(version)
-            self._versions.move_to_end(key)
+            previous = self._versions.pop(key, None)
+            if previous is not None:
+                self._lengths[previous[1]] -= 1
+            self._versions[key] = (int(version), length)
+            self._lengths[length] += 1
             while len(self._versions) > self.capacity:
-                self._versions.popitem(last=False)
+                _, (_, evicted_length) = self._versions.popitem(last=False)
+                self._lengths[evicted_length] -= 1
+                if self._lengths[evicted_length] <= 0:
+                    del self._lengths[evicted_length]
 
     def lookup(self, token_ids: Sequence[int] | np.ndarray) -> int | None:
         with self._lock:
-            return self._versions.get(completion_key(token_ids))
+            found = self._versions.get(completion_key(token_ids))
+        return None if found is None else found[0]
+
+    def lookup_pieces(self, token_ids: Sequence[int] | np.ndarray) -> int | None:
+        """The oldest version of the recorded pieces that make up `token_ids` back to back (one piece
+        being the common case); None when they cannot be split into recorded pieces."""
+        tokens = np.asarray(token_ids, dtype=np.int64)
+        whole = self.lookup(tokens)
+        if whole is not None or tokens.size == 0:
+            return whole
+        with self._lock:
+            lengths = sorted((n for n, count in self._lengths.items() if count > 0 and n < tokens.size), reverse=True)
+        oldest: int | None = None
+        start = 0
+        while start < tokens.size:  # greedy, longest recorded piece first
+            for length in (tokens.size - start, *[n for n in lengths if n <= tokens.size - start]):
+                version = self.lookup(tokens[start:start + length])
+                if version is not None:
+                    oldest = version if oldest is None else min(oldest, version)
+                    start += length
+                    break
+            else:
+                return None
+        return oldest
 
     def __len__(self) -> int:
         return len(self._versions)

@@ -27,6 +27,7 @@ def test_atropos_vllm_client_gets_tokens_logprobs_and_versions(served):
     from atroposlib.envs.server_handling.vllm_server import VLLMServer
 
     served.server.set_global_steps(3)
+    served.proxy.policy_version = 3  # as the trainer's resume after a sync sets it
     client = VLLMServer(APIServerConfig(model_name="policy", tokenizer_name=str(served.model_dir), server_type="vllm",
                                         base_url=f"{served.url}/v1", api_key="verl", health_check=False))
     prompt_ids = [9707, 1879, 11, 1052]
