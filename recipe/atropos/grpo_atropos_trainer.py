@@ -553,6 +553,15 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.checkpoint_manager.update_weights(self.global_steps)
         if self.inference_config.enable:
             self._start_inference_service()
+        if self.config.trainer.get("val_before_train", True):
+            # verl's own validation on data.val_files with verl's reward function, as verl's fit runs it.
+            val_metrics = self._validate()
+            logger.info("validation before training: %s", val_metrics)
+            tracking.log(data=val_metrics, step=self.global_steps)
+            if self.config.trainer.get("val_only", False):
+                if self.inference is not None:
+                    self.inference.stop()
+                return
         progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="Atropos GRPO")
         self.global_steps += 1
         self._wait_for_environments()
@@ -565,6 +574,11 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
                     batch, source_metrics = self._next_batch(local_batches, timing_raw)
                     metrics.update(source_metrics)
                     batch = self._train_on_batch(batch, metrics, timing_raw)
+                    test_freq = self.config.trainer.test_freq
+                    if test_freq > 0 and (self.global_steps >= self.total_training_steps
+                                          or self.global_steps % test_freq == 0):
+                        with marked_timer("testing", timing_raw, color="green"):
+                            metrics.update(self._validate())
                 metrics["training/global_step"] = self.global_steps
                 metrics["atropos/invalid_groups_total"] = float(self.client.stats.invalid_groups)
                 metrics["atropos/batch_requests_failed_after_send_total"] = float(

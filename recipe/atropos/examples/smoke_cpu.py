@@ -102,10 +102,11 @@ def run(workdir: Path, steps: int, timeout: float, extra: list[str], entry: str 
         shown = " ".join(f"{k}={data_[k]:.4g}" for k in SHOWN if k in data_)
         print(f"step {record['step']}: {shown}")
     wall = time.monotonic() - started
-    grads = [r["data"].get("actor/grad_norm", 0.0) for r in records]
-    from_atropos = [r["data"].get("atropos/from_atropos", 0.0) for r in records]
-    ok = code == 0 and len(records) == steps and all(g > 0 for g in grads) and all(f == 1.0 for f in from_atropos)
-    print(f"smoke: {'PASS' if ok else 'FAIL'}: trainer exit {code}, {len(records)}/{steps} steps, "
+    trained = [r for r in records if "training/global_step" in r["data"]]  # not a validation-only record
+    grads = [r["data"].get("actor/grad_norm", 0.0) for r in trained]
+    from_atropos = [r["data"].get("atropos/from_atropos", 0.0) for r in trained]
+    ok = code == 0 and len(trained) == steps and all(g > 0 for g in grads) and all(f == 1.0 for f in from_atropos)
+    print(f"smoke: {'PASS' if ok else 'FAIL'}: trainer exit {code}, {len(trained)}/{steps} steps, "
           f"grad_norm {grads}, from_atropos {from_atropos}, wall {wall:.0f}s")
     if not ok:
         print(f"--- last lines of {workdir / 'trainer.log'} ---")

@@ -31,3 +31,16 @@ def test_hydra_entry_trains_a_step(tmp_path, capsys):
     assert code == 0, capsys.readouterr().out[-4000:]
     (record,) = read_steps(tmp_path / "metrics.jsonl")
     assert record["data"]["atropos/from_atropos"] == 1.0 and record["data"]["actor/grad_norm"] > 0
+
+
+def test_verls_validation_runs_before_training_and_at_test_freq(tmp_path, capsys):
+    """`trainer.val_before_train` and `trainer.test_freq` run verl's own validation on data.val_files
+    (they were silently never run by this trainer's fit)."""
+    code = run(tmp_path, steps=2, timeout=900, extra=["trainer.val_before_train=true", "trainer.test_freq=2"])
+    assert code == 0, capsys.readouterr().out[-4000:]
+    records = read_steps(tmp_path / "metrics.jsonl")
+    by_step = {record["step"]: record["data"] for record in records}
+    assert sorted(by_step) == [0, 1, 2]
+    assert any(key.startswith("val-core/") for key in by_step[0])  # before training
+    assert any(key.startswith("val-core/") for key in by_step[2])  # at test_freq (the last step)
+    assert not any(key.startswith("val-core/") for key in by_step[1])
