@@ -165,22 +165,8 @@ class AtroposEnvironmentClient:
                 )
             return response
 
-        def before_sleep(state: RetryCallState) -> None:
-            self.stats.retries += 1
-            logger.warning(
-                "Atropos %s %s failed (attempt %d/%d): %s; retrying in %.2fs",
-                method, path, state.attempt_number, self.config.retry_attempts,
-                state.outcome.exception() if state.outcome else "?", state.upcoming_sleep,
-            )
-
-        retrying = Retrying(
-            retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout, _RetryableHTTPError)),
-            stop=stop_after_attempt(self.config.retry_attempts) | stop_before_delay(budget),
-            wait=wait_exponential_jitter(multiplier=self.config.retry_delay, max=max(self.config.retry_delay, 10.0),
-                                         jitter=self.config.retry_delay),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
+        retrying = self._retrying((requests.ConnectionError, requests.Timeout, _RetryableHTTPError), budget,
+                                  f"{method} {path} failed")
         try:
             return retrying(attempt)
         except (requests.ConnectionError, requests.Timeout, _RetryableHTTPError) as exc:
@@ -189,6 +175,26 @@ class AtroposEnvironmentClient:
                 f"(budget {budget:.1f}s, {self.config.retry_attempts} attempts): {exc}. "
                 "Is `run-api` running there? Check trainer.atropos.api_url."
             ) from exc
+
+    def _retrying(self, retry_on: type[BaseException] | tuple[type[BaseException], ...], budget: float,
+                  what: str) -> Retrying:
+        """tenacity's retry loop with this client's settings: exponential backoff with jitter, at most
+        retry_attempts attempts within `budget` seconds; each retry counted and logged."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            self.stats.retries += 1
+            logger.warning("Atropos %s (attempt %d/%d): %s; retrying in %.2fs", what, state.attempt_number,
+                           self.config.retry_attempts, state.outcome.exception() if state.outcome else "?",
+                           state.upcoming_sleep)
+
+        return Retrying(
+            retry=retry_if_exception_type(retry_on),
+            stop=stop_after_attempt(self.config.retry_attempts) | stop_before_delay(budget),
+            wait=wait_exponential_jitter(multiplier=self.config.retry_delay, max=max(self.config.retry_delay, 10.0),
+                                         jitter=self.config.retry_delay),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
 
     def _json(self, response: requests.Response) -> Any:
         try:
@@ -300,19 +306,7 @@ class AtroposEnvironmentClient:
                 raise AtroposProtocolError(f"GET /batch answered HTTP {response.status_code}: {response.text[:500]}")
             return response
 
-        def before_sleep(state: RetryCallState) -> None:
-            self.stats.retries += 1
-            logger.warning("Atropos GET /batch could not be sent (attempt %d): %s; retrying in %.2fs",
-                           state.attempt_number, state.outcome.exception() if state.outcome else "?", state.upcoming_sleep)
-
-        retrying = Retrying(
-            retry=retry_if_exception_type(_NotSentError),
-            stop=stop_after_attempt(self.config.retry_attempts) | stop_before_delay(budget),
-            wait=wait_exponential_jitter(multiplier=self.config.retry_delay, max=max(self.config.retry_delay, 10.0),
-                                         jitter=self.config.retry_delay),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
+        retrying = self._retrying(_NotSentError, budget, "GET /batch could not be sent")
         try:
             return retrying(attempt)
         except _NotSentError as exc:

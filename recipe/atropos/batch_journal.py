@@ -131,15 +131,21 @@ class BatchJournal:
         self._write(self.directory / OWNER_FILE, dataclasses.asdict(owner))
 
     def mark_checkpoint(self, checkpoint_folder: str | Path, step: int) -> None:
-        """Before saving the checkpoint of `step`: tag its folder with this journal's lineage, and record
-        in the journal that its entries up to `step` will be covered by it."""
-        owner = self.owner()
-        if owner is None:
-            raise RuntimeError(f"journal {self.directory} has no owner record: open it with open_journal()")
+        """Before saving the checkpoint of `step`: tag its folder with this journal's lineage."""
+        owner = self._required_owner()
         folder = Path(checkpoint_folder)
         folder.mkdir(parents=True, exist_ok=True)
         self._write(folder / CHECKPOINT_MARK, {"lineage_id": owner.lineage_id, "step": step})
-        self.write_owner(dataclasses.replace(owner, checkpoint_step=step))
+
+    def checkpoint_saved(self, step: int) -> None:
+        """After the checkpoint of `step` is saved: the lineage has a checkpoint at `step`."""
+        self.write_owner(dataclasses.replace(self._required_owner(), checkpoint_step=step))
+
+    def _required_owner(self) -> JournalOwner:
+        owner = self.owner()
+        if owner is None:
+            raise RuntimeError(f"journal {self.directory} has no owner record: open it with open_journal()")
+        return owner
 
     def covered(self, checkpoint_step: int) -> None:
         """A checkpoint at `checkpoint_step` holds everything trained up to it: drop those entries."""

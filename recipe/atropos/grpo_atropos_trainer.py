@@ -503,6 +503,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             with marked_timer("save_checkpoint", timing_raw, color="green"):
                 self.journal.mark_checkpoint(self._checkpoint_folder(self.global_steps), self.global_steps)
                 self._save_checkpoint()
+            self.journal.checkpoint_saved(self.global_steps)
             self.journal.covered(self.global_steps)
         elif save_freq <= 0:
             self.journal.covered(self.global_steps)  # no checkpoint could replay it: the journal only bridges a crash mid-step

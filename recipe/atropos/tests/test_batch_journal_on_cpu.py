@@ -126,6 +126,7 @@ def earlier_run_with_checkpoint(tmp_path, checkpoint_step=5):
     journal, _ = open_journal(tmp_path / "j", run())
     folder = tmp_path / f"global_step_{checkpoint_step}"
     journal.mark_checkpoint(folder, checkpoint_step)
+    journal.checkpoint_saved(checkpoint_step)
     journal.covered(checkpoint_step)
     journal.record(checkpoint_step + 1, [group("pulled")])
     journal.save_buffer(checkpoint_step + 1, [group("left")])

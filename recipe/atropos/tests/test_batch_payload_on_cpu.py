@@ -12,7 +12,7 @@ from recipe.atropos.batch_payload import decode_batch_answer
 from recipe.atropos.errors import AtroposProtocolError, InvalidGroupError
 from recipe.atropos.scored_group import validate_group
 from recipe.atropos.tests.scored_data_factory import make_group
-from recipe.atropos.tests.test_scored_group_on_cpu import MALFORMED, _mutate, good_group
+from recipe.atropos.tests.malformed_groups import MALFORMED, good_group, mutate
 
 ARRAY_FIELDS = ("lengths", "tokens", "masks", "scores", "advantages", "inference_logprobs", "zero_advantage")
 
@@ -58,7 +58,7 @@ def test_valid_groups_equal_the_dict_path_and_never_take_it(monkeypatch):
 def test_malformed_group_is_named_as_the_dict_path_names_it_and_the_rest_is_kept(name):
     mutation, field, fragment = MALFORMED[name]
     # NaN/Infinity are not strict JSON: those payloads take the stdlib decoder, the rest simdjson.
-    payload = json.dumps({"batch": [good_group(), _mutate(mutation), good_group()]}).encode()
+    payload = json.dumps({"batch": [good_group(), mutate(mutation), good_group()]}).encode()
     answer = decode_batch_answer(payload)
     bad = answer.groups[1]
     assert isinstance(bad, InvalidGroupError), name
