@@ -82,4 +82,6 @@ def test_api_killed_mid_run_and_restarted_empty(tmp_path, tiny_model_dir, mode):
     else:
         assert all(sources), sources  # every step waited for Atropos instead
         waited = max(s["atropos/poll_exposed_wait_s"] for s in steps)
-        assert OUTAGE_S - 10 <= waited <= 90 + 15, waited  # bounded by max_wait_time
+        # It waited through the outage; past max_wait_time (90 s) the step would have stopped the run
+        # (fallback_to_grpo=false), which `code == 0` above rules out: the bound is the trainer's, not a clock here.
+        assert waited >= OUTAGE_S - 10, waited
