@@ -16,7 +16,7 @@ import torch
 from verl import DataProto
 from verl.utils.model import compute_position_id_with_mask
 
-from recipe.atropos.scored_group import PROMPT_LABEL, ScoredGroup
+from recipe.atropos.scored_group import PROMPT_LABEL, ScoredGroup, first_completion_positions
 
 # meta_info keys the conversion writes (read by the trainer's metrics).
 META_TRUNCATED_PROMPTS = "atropos_truncated_prompts"
@@ -65,10 +65,7 @@ def scored_data_to_dataproto(
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     row_of_token = np.repeat(np.arange(n_rows), lengths)
     is_completion = masks != PROMPT_LABEL
-    completion_positions = np.flatnonzero(is_completion)
-    # Validation guarantees each row has a completion token, so the first one at or after a
-    # row's start lies inside that row.
-    response_start = completion_positions[np.searchsorted(completion_positions, starts)]
+    response_start = first_completion_positions(is_completion, starts)
     prompt_lengths = response_start - starts
     response_lengths = lengths - prompt_lengths
     # Position of each token relative to its row's response start: negative inside the prompt.

@@ -179,9 +179,8 @@ class RunIdentity:
     checkpoint_folder: str | None
 
 
-def _mismatch(journal: BatchJournal, run: RunIdentity) -> str | None:
-    """Why the journal's data does not belong to this run (None: it does)."""
-    owner = journal.owner()
+def _mismatch(owner: JournalOwner | None, run: RunIdentity) -> str | None:
+    """Why the data of the journal `owner` wrote does not belong to this run (None: it does)."""
     if owner is None:
         return "it has no owner record (written by another version of this recipe)"
     if run.resume_mode == "disable":
@@ -211,7 +210,7 @@ def open_journal(directory: str | Path, run: RunIdentity) -> tuple[BatchJournal,
     journal = BatchJournal(directory)
     owner = journal.owner()
     set_aside = None
-    reason = _mismatch(journal, run)
+    reason = _mismatch(owner, run)
     if reason is not None and journal.has_data():
         set_aside = directory.with_name(f"{directory.name}.set_aside.{time.strftime('%Y%m%d-%H%M%S')}.{uuid.uuid4().hex[:6]}")
         os.replace(directory, set_aside)

@@ -30,10 +30,12 @@ def completion_runs(tokens: np.ndarray, masks: np.ndarray) -> list[np.ndarray]:
 def sequence_version(tokens: np.ndarray, masks: np.ndarray, registry: PolicyVersionRegistry) -> int | None:
     """The oldest version of the served pieces that make up the sequence's completion: the whole
     completion as one piece, or each run of completion tokens as served pieces; None if unknown."""
-    whole = registry.lookup(tokens[masks != PROMPT_LABEL])
-    if whole is not None:
-        return whole
-    versions = [registry.lookup_pieces(run) for run in completion_runs(tokens, masks)]
+    runs = completion_runs(tokens, masks)
+    if len(runs) > 1:  # turns with masked tokens between them: maybe one served piece all the same
+        whole = registry.lookup(tokens[masks != PROMPT_LABEL])
+        if whole is not None:
+            return whole
+    versions = [registry.lookup_pieces(run) for run in runs]  # each tries its whole run first
     return None if not versions or None in versions else min(versions)
 
 

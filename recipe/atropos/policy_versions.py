@@ -44,11 +44,11 @@ class PolicyVersionRegistry:
         if length == 0:
             return
         with self._lock:
-            previous = self._versions.pop(key, None)
-            if previous is not None:
-                self._lengths[previous[1]] -= 1
+            if key in self._versions:  # the same tokens again: same length, newest version
+                self._versions.move_to_end(key)
+            else:
+                self._lengths[length] += 1
             self._versions[key] = (int(version), length)
-            self._lengths[length] += 1
             while len(self._versions) > self.capacity:
                 _, (_, evicted_length) = self._versions.popitem(last=False)
                 self._lengths[evicted_length] -= 1

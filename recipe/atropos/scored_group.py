@@ -160,6 +160,13 @@ def _check_finite(group_index: int, env_id: object, field: str, values: np.ndarr
         raise InvalidGroupError(group_index, env_id, field, f"holds a non-finite value ({values[bad[0]]}) at flat index {int(bad[0])}")
 
 
+def first_completion_positions(is_completion: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Flat index of each sequence's first completion token (the prompt is every token before it).
+    Every sequence must have one (checked first), so the next one at or after its start is its own."""
+    completion_positions = np.flatnonzero(is_completion)
+    return completion_positions[np.searchsorted(completion_positions, starts)]
+
+
 def validate_group(
     raw: Mapping[str, Any],
     group_index: int,
@@ -260,9 +267,7 @@ def check_group(
     if no_completion.size:
         raise InvalidGroupError(group_index, env_id, "masks", f"masks[{int(no_completion[0])}] has no completion token")
     if max_prompt_len is not None:
-        # The prompt is every token before the first completion token (atropos_data.py's layout).
-        first_completion = np.flatnonzero(is_completion)[np.searchsorted(np.flatnonzero(is_completion), starts)]
-        prompt_lengths = first_completion - starts
+        prompt_lengths = first_completion_positions(is_completion, starts) - starts
         too_long = np.flatnonzero(prompt_lengths > max_prompt_len)
         if too_long.size:
             i = int(too_long[0])
