@@ -53,6 +53,14 @@ def sample_next_tokens(
     return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(-1)
 
 
+def token_logprobs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log-probs under the temperature-scaled distribution a token was sampled from: what verl's
+    actor recomputes for the row (logits divided by its temperature). top-k/top-p filtering is not
+    applied (the actor does not apply it either); greedy decoding (temperature 0) reports the
+    untempered log-probs."""
+    return torch.log_softmax(logits / temperature if temperature > 0 else logits, dim=-1)
+
+
 class HFCPUServer:
     """The inference server of one replica (a Ray actor; see the module docstring)."""
 
@@ -118,7 +126,7 @@ class HFCPUServer:
                 next_tokens = sample_next_tokens(logits, temperature, top_p, top_k, self._generator)
                 tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
                 if want_logprobs:
-                    chosen = torch.log_softmax(logits, dim=-1).gather(-1, next_tokens[:, None])
+                    chosen = token_logprobs(logits, temperature).gather(-1, next_tokens[:, None])
                     logprobs = torch.cat([logprobs, chosen], dim=1)
                 stopped = ~finished & torch.isin(next_tokens, eos)
                 lengths[stopped] = step + 1

@@ -16,12 +16,14 @@ import torch
 from verl import DataProto
 from verl.utils.model import compute_position_id_with_mask
 
+from recipe.atropos.row_temperature import TEMPERATURE
 from recipe.atropos.scored_group import PROMPT_LABEL, ScoredGroup, first_completion_positions
 
 # meta_info keys the conversion writes (read by the trainer's metrics).
 META_TRUNCATED_PROMPTS = "atropos_truncated_prompts"
 META_TRUNCATED_RESPONSES = "atropos_truncated_responses"
 META_MISSING_LOGPROBS = "atropos_rows_without_inference_logprobs"
+META_DEFAULT_TEMPERATURE_ROWS = "atropos_rows_at_default_temperature"
 # Per row: whether `rollout_log_probs` holds the environment's inference logprobs for it.
 ROLLOUT_LOG_PROBS_PRESENT = "rollout_log_probs_present"
 
@@ -41,12 +43,15 @@ def scored_data_to_dataproto(
     pad_token_id: int,
     max_prompt_length: int,
     max_response_length: int,
+    default_temperature: float = 1.0,
 ) -> DataProto:
     """Build verl's training batch from validated groups (see the module docstring for the layout).
 
     `rollout_log_probs` is included when any row carries `inference_logprobs`, with the per-row
     `rollout_log_probs_present`; rows without them hold zeros until `fill_missing_rollout_log_probs`
     gives them the recomputed log-probs (so verl's rollout correction leaves them alone).
+    `temperature` holds each row's sampling temperature: what its group states
+    (row_temperature.sampling_temperatures), else `default_temperature` (the rollout's).
     """
     if not groups:
         raise ValueError("scored_data_to_dataproto needs at least one group")
@@ -60,6 +65,9 @@ def scored_data_to_dataproto(
     zero_rows = np.concatenate([g.zero_advantage for g in groups])
     advantages, override_rows = _concat_optional(groups, "advantages", np.float32)
     logprobs, logprob_rows = _concat_optional(groups, "inference_logprobs", np.float32)
+    stated_temperatures = np.concatenate([g.temperatures for g in groups])
+    at_default = np.isnan(stated_temperatures)
+    temperatures = np.where(at_default, default_temperature, stated_temperatures).astype(np.float32)
 
     n_rows = lengths.shape[0]
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
@@ -107,6 +115,7 @@ def scored_data_to_dataproto(
         "token_level_advantages": torch.from_numpy(token_level_advantages),
         "advantage_override_mask": torch.from_numpy(override_rows),
         "advantage_zero_mask": torch.from_numpy(zero_rows),
+        TEMPERATURE: torch.from_numpy(temperatures),
     }
     if logprobs is not None:
         tensors[ROLLOUT_LOG_PROBS_PRESENT] = torch.from_numpy(logprob_rows)
@@ -120,6 +129,7 @@ def scored_data_to_dataproto(
         META_TRUNCATED_PROMPTS: int((prompt_lengths > max_prompt_length).sum()),
         META_TRUNCATED_RESPONSES: int((response_lengths > max_response_length).sum()),
         META_MISSING_LOGPROBS: int((~logprob_rows).sum()) if logprobs is not None else n_rows,
+        META_DEFAULT_TEMPERATURE_ROWS: int(at_default.sum()),
     }
     return DataProto.from_dict(
         tensors=tensors,

@@ -9,7 +9,13 @@ import logging
 import numpy as np
 from verl import DataProto
 
-from recipe.atropos.atropos_data import META_MISSING_LOGPROBS, META_TRUNCATED_PROMPTS, META_TRUNCATED_RESPONSES
+from recipe.atropos.atropos_data import (
+    META_DEFAULT_TEMPERATURE_ROWS,
+    META_MISSING_LOGPROBS,
+    META_TRUNCATED_PROMPTS,
+    META_TRUNCATED_RESPONSES,
+    ROLLOUT_LOG_PROBS_PRESENT,
+)
 from recipe.atropos.atropos_integration import AtroposBatch
 
 logger = logging.getLogger(__name__)
@@ -49,6 +55,11 @@ def atropos_batch_metrics(batch: AtroposBatch, data: DataProto, env_names: dict[
         "atropos/payload_mb": batch.payload_bytes / 1e6,
         # Rows without inference_logprobs: verl's rollout correction does not apply to them.
         "atropos/rows_without_logprobs": float(data.meta_info.get(META_MISSING_LOGPROBS, rows)),
+        # The temperature each row's log-probs are recomputed at (row_temperature.py); rows whose
+        # group did not state one take actor_rollout_ref.rollout.temperature.
+        "atropos/sampling_temperature_min": float(data.batch["temperature"].min()),
+        "atropos/sampling_temperature_max": float(data.batch["temperature"].max()),
+        "atropos/rows_at_default_temperature": float(data.meta_info.get(META_DEFAULT_TEMPERATURE_ROWS, rows)),
     }
     for field, count in collections.Counter(bad.metric_key for bad in batch.invalid).items():
         metrics[f"atropos/invalid/{field}"] = float(count)
@@ -59,3 +70,17 @@ def atropos_batch_metrics(batch: AtroposBatch, data: DataProto, env_names: dict[
         name = (env_names or {}).get(env_id, str(env_id))
         metrics[f"atropos/env_share/{name}"] = count / rows
     return metrics
+
+
+def rollout_logprob_gap(data: DataProto) -> dict[str, float]:
+    """|old_log_probs - rollout_log_probs| over the completion tokens of rows that carry the sampler's
+    logprobs: numerical noise when the data is on-policy and recomputed at its sampling temperature,
+    larger with policy lag. {} when no row carries them."""
+    batch = data.batch
+    if ROLLOUT_LOG_PROBS_PRESENT not in batch.keys() or "old_log_probs" not in batch.keys():
+        return {}
+    tokens = batch["response_mask"].bool() & batch[ROLLOUT_LOG_PROBS_PRESENT].bool().unsqueeze(-1)
+    if not tokens.any():
+        return {}
+    gap = (batch["old_log_probs"].float() - batch["rollout_log_probs"].float()).abs()[tokens]
+    return {"atropos/rollout_logprob_gap_max": float(gap.max()), "atropos/rollout_logprob_gap_mean": float(gap.mean())}

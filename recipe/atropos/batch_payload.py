@@ -57,7 +57,7 @@ def _ragged(element: simdjson.Object, field: str, of_type: str, dtype: type) -> 
 
 
 def _python(value: Any) -> Any:
-    """Small non-numeric fields (overrides, group_overrides) as plain Python objects."""
+    """Small non-numeric fields (overrides, group_overrides, generation_params) as plain Python objects."""
     if isinstance(value, simdjson.Array):
         return value.as_list()
     if isinstance(value, simdjson.Object):
@@ -94,6 +94,7 @@ def _read_group(element: simdjson.Object, index: int, limits: Mapping[str, int |
         per_token=per_token,
         overrides=overrides if overrides != [] else None,
         group_overrides=_python(element.get("group_overrides")),
+        generation_params=_python(element.get("generation_params")),
         **limits,
     )
 

@@ -41,7 +41,7 @@ from verl.utils.tracking import Tracking
 from recipe.atropos.advantages import META_USE_ADVANTAGES, AtroposGRPOComputer, carries_atropos_fields, check_adv_estimator
 from recipe.atropos.atropos_data import fill_missing_rollout_log_probs, scored_data_to_dataproto
 from recipe.atropos.atropos_integration import AtroposBatch, AtroposEnvironmentClient
-from recipe.atropos.atropos_metrics import atropos_batch_metrics, load_env_names
+from recipe.atropos.atropos_metrics import atropos_batch_metrics, load_env_names, rollout_logprob_gap
 from recipe.atropos.batch_journal import BatchJournal, RunIdentity, open_journal
 from recipe.atropos.batch_prefetcher import BatchPrefetcher
 from recipe.atropos.client_config import AtroposClientConfig
@@ -52,6 +52,7 @@ from recipe.atropos.inference_proxy import InferenceProxy
 from recipe.atropos.inference_service import InferenceService, write_endpoint_file
 from recipe.atropos.policy_lag import filter_stale_groups
 from recipe.atropos.policy_versions import PolicyVersionRegistry
+from recipe.atropos.row_temperature import RowTemperatureBatch
 from recipe.atropos.trained_groups import TrainedGroups
 
 logger = logging.getLogger(__name__)
@@ -262,10 +263,20 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             pad_token_id=self.pad_token_id,
             max_prompt_length=self.max_prompt_length,
             max_response_length=self.max_response_length,
+            default_temperature=float(self.config.actor_rollout_ref.rollout.temperature),
         )
         data.meta_info[META_USE_ADVANTAGES] = self.atropos_config.use_advantages
-        data.meta_info["temperature"] = self.config.actor_rollout_ref.rollout.temperature
         return data
+
+    # verl's log-prob recomputation and update, each row at its own sampling temperature.
+    def _compute_old_log_prob(self, batch: DataProto):  # noqa: ANN202 (verl's (DataProto, mfu))
+        return super()._compute_old_log_prob(RowTemperatureBatch.view(batch))
+
+    def _compute_ref_log_prob(self, batch: DataProto) -> DataProto:
+        return super()._compute_ref_log_prob(RowTemperatureBatch.view(batch))
+
+    def _update_actor(self, batch: DataProto) -> DataProto:
+        return super()._update_actor(RowTemperatureBatch.view(batch))
 
     # ------------------------------------------------------------------ fallback side
     def _local_batches(self) -> Iterator[dict]:
@@ -472,6 +483,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             metrics.update({"actor/entropy": entropy.detach().item(), "perf/mfu/actor_infer": old_log_prob_mfu})
             old_log_prob.batch.pop("entropys")
             batch = batch.union(old_log_prob)
+            metrics.update(rollout_logprob_gap(batch))
             # Rows an environment sent without inference_logprobs: their rollout log-probs are the
             # recomputed ones, so the rollout correction leaves exactly those rows alone.
             fill_missing_rollout_log_probs(batch)

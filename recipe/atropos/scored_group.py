@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from recipe.atropos.errors import InvalidGroupError
+from recipe.atropos.row_temperature import sampling_temperatures
 
 PROMPT_LABEL = -100  # Atropos masks: -100 on prompt positions, the token id on completion positions.
 
@@ -42,8 +43,10 @@ class ScoredGroup:
     advantages: np.ndarray | None  # float32 (sum(lengths),): per-token advantages from the environment
     inference_logprobs: np.ndarray | None  # float32 (sum(lengths),): 1.0 on prompt positions
     zero_advantage: np.ndarray  # bool (n,): overrides[i]["set_advantage_to_zero"]
+    temperatures: np.ndarray  # float64 (n,): the sampling temperature the group states, NaN where silent
     overrides: list[dict] | None = None
     group_overrides: dict | None = None
+    generation_params: dict | None = None
 
     @property
     def size(self) -> int:
@@ -70,8 +73,9 @@ class ScoredGroup:
                 data[field] = self.split(values)
         if self.overrides is not None:
             data["overrides"] = self.overrides
-        if self.group_overrides is not None:
-            data["group_overrides"] = self.group_overrides
+        for field in ("group_overrides", "generation_params"):
+            if getattr(self, field) is not None:
+                data[field] = getattr(self, field)
         return data
 
 
@@ -210,6 +214,7 @@ def validate_group(
         per_token=per_token,
         overrides=_optional(raw, "overrides"),
         group_overrides=raw.get("group_overrides"),
+        generation_params=raw.get("generation_params"),
         vocab_size=vocab_size,
         max_token_len=max_token_len,
         max_prompt_len=max_prompt_len,
@@ -230,6 +235,7 @@ def check_group(
     per_token: Mapping[str, RaggedField | None],
     overrides: Any,
     group_overrides: Any,
+    generation_params: Any,
     vocab_size: int | None,
     max_token_len: int | None,
     max_prompt_len: int | None = None,
@@ -301,8 +307,11 @@ def check_group(
             if item is not None and not isinstance(item, dict):
                 raise InvalidGroupError(group_index, env_id, "overrides", f"overrides[{i}] must be an object or null")
             zero_advantage[i] = bool(item and item.get("set_advantage_to_zero", False))
-    if group_overrides is not None and not isinstance(group_overrides, dict):
-        raise InvalidGroupError(group_index, env_id, "group_overrides", "must be an object")
+    for field, value in (("group_overrides", group_overrides), ("generation_params", generation_params)):
+        if value is not None and not isinstance(value, dict):
+            raise InvalidGroupError(group_index, env_id, field, "must be an object")
+    temperatures = sampling_temperatures(n, overrides, generation_params, group_overrides,
+                                         group_index=group_index, env_id=env_id)
     if env_id is not None and (not isinstance(env_id, int) or isinstance(env_id, bool)):
         raise InvalidGroupError(group_index, env_id, "env_id", "must be an integer")
 
@@ -317,6 +326,8 @@ def check_group(
         advantages=checked["advantages"],
         inference_logprobs=checked["inference_logprobs"],
         zero_advantage=zero_advantage,
+        temperatures=temperatures,
         overrides=overrides,
         group_overrides=group_overrides,
+        generation_params=generation_params,
     )

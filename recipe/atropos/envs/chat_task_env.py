@@ -70,7 +70,9 @@ class ChatTaskEnv(BaseEnv):
                                                        max_tokens=cfg.max_completion_tokens, temperature=cfg.temperature)
             nodes = managed.get_state()["nodes"]
         group = ScoredDataGroup(tokens=[], masks=[], scores=[], inference_logprobs=[], advantages=[],
-                                overrides=[], group_overrides={})
+                                overrides=[], group_overrides={},
+                                # the trainer recomputes log-probs at the temperature stated here
+                                generation_params={"temperature": cfg.temperature})
         for choice, node in zip(completion.choices, nodes):
             group["tokens"].append(node.tokens)
             group["masks"].append(node.masked_tokens)

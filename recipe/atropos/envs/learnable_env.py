@@ -67,7 +67,9 @@ class LearnableEnv(BaseEnv):
                                      temperature=cfg.temperature)
             nodes = managed.get_state()["nodes"]
         group = ScoredDataGroup(tokens=[], masks=[], scores=[], inference_logprobs=[], advantages=[],
-                                overrides=[], group_overrides={})
+                                overrides=[], group_overrides={},
+                                # the trainer recomputes log-probs at the temperature stated here
+                                generation_params={"temperature": cfg.temperature})
         rewards = []
         for node in nodes:
             completion = [token for token in node.masked_tokens if token != -100]

@@ -40,4 +40,9 @@ MALFORMED = {
     "tokens not lists": ((("tokens",), "abc"), "tokens", "list of lists"),
     "overrides wrong count": ((("overrides",), [{}]), "overrides", "one per sequence"),
     "missing masks": ((("masks",), None), "masks", "is missing"),
+    "generation_params not an object": ((("generation_params",), [0.7]), "generation_params", "must be an object"),
+    "greedy temperature": ((("generation_params",), {"temperature": 0}), "generation_params", "temperature 0 is not"),
+    "string temperature in a row's override": ((("overrides",), [{}, {"temperature": "hot"}, {}]), "overrides",
+                                               "overrides[1]: temperature 'hot' is not"),
+    "temperature as bool": ((("group_overrides",), {"temperature": True}), "group_overrides", "temperature True"),
 }

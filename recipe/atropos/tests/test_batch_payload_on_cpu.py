@@ -14,7 +14,8 @@ from recipe.atropos.scored_group import validate_group
 from recipe.atropos.tests.scored_data_factory import make_group
 from recipe.atropos.tests.malformed_groups import MALFORMED, good_group, mutate
 
-ARRAY_FIELDS = ("lengths", "tokens", "masks", "scores", "advantages", "inference_logprobs", "zero_advantage")
+ARRAY_FIELDS = ("lengths", "tokens", "masks", "scores", "advantages", "inference_logprobs", "zero_advantage",
+                "temperatures")
 
 
 def varied_groups(seed=0):
@@ -22,7 +23,8 @@ def varied_groups(seed=0):
     return [
         make_group(rng, group_size=4, with_advantages=True, with_logprobs=True, env_id=0),
         make_group(rng, group_size=8, zero_rows=(0, 3), env_id=1, interior_prompt_labels=True),
-        make_group(rng, group_size=2, with_logprobs=True),
+        {**make_group(rng, group_size=2, with_logprobs=True), "generation_params": {"temperature": 0.7, "top_p": 0.9},
+         "overrides": [{"temperature": 1.3}, None]},
         {**make_group(rng, group_size=3), "advantages": [], "overrides": [], "group_overrides": {"k": [1, 2]},
          "messages": [[{"role": "user", "content": "[1, 2]"}]]},
     ]
@@ -35,8 +37,8 @@ def assert_same_group(fast, slow):
         if a is not None:
             assert a.dtype == b.dtype, field
             np.testing.assert_array_equal(a, b, err_msg=field)
-    assert (fast.group_index, fast.env_id, fast.overrides, fast.group_overrides) == (
-        slow.group_index, slow.env_id, slow.overrides, slow.group_overrides)
+    assert (fast.group_index, fast.env_id, fast.overrides, fast.group_overrides, fast.generation_params) == (
+        slow.group_index, slow.env_id, slow.overrides, slow.group_overrides, slow.generation_params)
 
 
 def test_valid_groups_equal_the_dict_path_and_never_take_it(monkeypatch):

@@ -36,6 +36,22 @@ def test_greedy_generation_matches_the_model_and_reports_its_logprobs(tiny_model
     assert out.log_probs == pytest.approx(expected_logprobs, abs=1e-4)
 
 
+def test_sampled_logprobs_are_those_of_the_tempered_distribution(tiny_model_dir):
+    """At T=0.7 each reported log-prob is log_softmax(logits / 0.7) of a full forward pass: what
+    verl's actor recomputes for a row at that temperature."""
+    server = make_server(tiny_model_dir)
+    prompt = [9707, 1879, 11, 1052]
+    out = generate(server, prompt, temperature=0.7, logprobs=True, max_tokens=8)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + out.token_ids])).logits[0]
+    positions = range(len(prompt) - 1, len(prompt) - 1 + len(out.token_ids))
+    tempered = [float(torch.log_softmax(logits[p] / 0.7, -1)[t]) for p, t in zip(positions, out.token_ids)]
+    untempered = [float(torch.log_softmax(logits[p], -1)[t]) for p, t in zip(positions, out.token_ids)]
+    assert out.log_probs == pytest.approx(tempered, abs=1e-4)
+    assert max(abs(a - b) for a, b in zip(out.log_probs, untempered)) > 1e-3
+
+
 def test_max_tokens_and_context_budget_are_respected(tiny_model_dir):
     server = make_server(tiny_model_dir)
     assert len(generate(server, [1, 2, 3], temperature=1.0, max_tokens=3).token_ids) <= 3
