@@ -63,12 +63,17 @@ def atropos_batch_metrics(batch: AtroposBatch, data: DataProto, env_names: dict[
     }
     for field, count in collections.Counter(bad.metric_key for bad in batch.invalid).items():
         metrics[f"atropos/invalid/{field}"] = float(count)
-    per_env = collections.Counter()
+    # By name: a restarted environment registers under a new env_id with the same name.
+    sequences_per_env: collections.Counter = collections.Counter()
+    groups_per_env: collections.Counter = collections.Counter()
     for g in groups:
-        per_env[g.env_id] += g.size
-    for env_id, count in per_env.items():
-        name = (env_names or {}).get(env_id, str(env_id))
+        name = (env_names or {}).get(g.env_id, str(g.env_id))
+        sequences_per_env[name] += g.size
+        groups_per_env[name] += 1
+    for name, count in sequences_per_env.items():
         metrics[f"atropos/env_share/{name}"] = count / rows
+        # summed over steps by the launcher, which warns about environments that send nothing
+        metrics[f"atropos/env_groups/{name}"] = float(groups_per_env[name])
     return metrics
 
 

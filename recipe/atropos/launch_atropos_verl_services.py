@@ -32,6 +32,7 @@ import requests
 from tqdm import tqdm
 
 from recipe.atropos.api_process import RunApiProcess
+from recipe.atropos.env_activity import EnvActivityMonitor
 from recipe.atropos.environment_manager import AtroposEnvironmentManager, EnvironmentStartError
 from recipe.atropos.inference_manager import InferenceNotReadyError, UnifiedInferenceManager
 from recipe.atropos.launcher_config import LauncherConfig, load_launcher_config
@@ -55,6 +56,7 @@ class LaunchResult:
     leftover_pids: list[int]  # those still alive after shutdown (should be none)
     steps: list[dict[str, Any]]
     env_restarts: int = 0
+    env_warnings: list[str] = dataclasses.field(default_factory=list)  # silent environments named
 
 
 def read_step_metrics(path: Path) -> list[dict[str, Any]]:
@@ -93,6 +95,8 @@ class ServicesLauncher:
             config.environments, self.api.url, self.log_dir, self.run_dir / "env_names.json",
             env_vars=config.process_env, total_workers=config.total_workers, enforce_mix=config.enforce_mix)
         self.trainer: ManagedProcess | None = None
+        self.activity = EnvActivityMonitor(self.api.url, config.silent_env_warning_s)
+        self.env_warnings: list[str] = []
 
     def trainer_command(self) -> list[str]:
         spec = self.config.trainer
@@ -148,6 +152,10 @@ class ServicesLauncher:
                     logger.warning("%s", line)
                 if time.monotonic() - last_status > self.config.status_interval:
                     last_status = time.monotonic()
+                    for warning in self.activity.update(self.environments.slots, [r.get("data", {}) for r in steps]):
+                        self.env_warnings.append(warning)
+                        bar.write(f"[launcher] WARNING {warning}")
+                        logger.warning("%s", warning)
                     bar.write(self._status_line(len(steps), total))
         finally:
             bar.close()
@@ -160,7 +168,7 @@ class ServicesLauncher:
             queue = "?"
         alive = self.environments.alive()
         return (f"[launcher] step {steps}/{total or '?'} | environments alive {alive}/{len(self.environments.slots)}"
-                f" | Atropos queue {queue} groups")
+                f" | Atropos queue {queue} groups | groups queued/trained per environment: {self.activity.summary()}")
 
     def stop(self) -> list[int]:
         """Stop everything started, newest first (environments, trainer, run-api), within
@@ -228,6 +236,7 @@ def run_services(config: LauncherConfig, trainer_overrides: Sequence[str] = ()) 
         leftover_pids=leftover,
         steps=steps,
         env_restarts=launcher.environments.restart_count,
+        env_warnings=launcher.env_warnings,
     )
 
 

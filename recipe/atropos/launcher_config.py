@@ -3,6 +3,7 @@
     run_dir: outputs/atropos_run        # logs, endpoint and names files
     total_workers: 16                   # generation workers, split by weight
     enforce_mix: true                   # each batch holds each environment's share
+    silent_env_warning_s: 300           # name an environment that sends nothing for this long
     process_env: {WANDB_MODE: disabled} # environment variables of the trainer and environments
     api: {host: 127.0.0.1, port: 8000}  # port 0: a free one
     trainer:
@@ -11,7 +12,7 @@
       overrides: [trainer.total_training_steps=100, ...]
     environments:
       - name: gsm8k
-        module: recipe.atropos.envs.gsm8k_env   # or path: my_envs/foo.py
+        module: recipe.atropos.envs.gsm8k_env   # or path: my_envs/foo.py (run by recipe.atropos.run_env)
         weight: 0.7
         group_size: 8
         max_token_length: 1024
@@ -73,8 +74,9 @@ class EnvSpec:
     min_batch_allocation: float | None = None  # default: its weight's share when enforce_mix is on
 
     def target(self) -> list[str]:
-        """`-m module` or the script path, as the Python command line wants it."""
-        return ["-m", self.module] if self.module else [self.path]
+        """The Python arguments that run it: through `recipe.atropos.run_env`, which applies the
+        atroposlib 0.4.0 fixes first (recipe/atropos/atropos_compat)."""
+        return ["-m", "recipe.atropos.run_env", self.module or str(Path(self.path).resolve())]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +99,9 @@ class LauncherConfig:
     max_env_restarts: int = 3
     shutdown_timeout: float = 30.0
     status_interval: float = 10.0
+    # An environment alive but with nothing queued and nothing new trained for this long is named in a
+    # warning (again every as many seconds while it stays silent); 0: no warning. See env_activity.py.
+    silent_env_warning_s: float = 300.0
 
     @property
     def weights(self) -> dict[str, float]:
@@ -163,6 +168,9 @@ def load_launcher_config(path: str | Path, dotlist: Sequence[str] = ()) -> Launc
         raise LauncherConfigError(f"total_workers: must be a positive integer, got {raw.get('total_workers')!r}")
     if not isinstance(raw.get("max_env_restarts", 3), int) or raw.get("max_env_restarts", 3) < 0:
         raise LauncherConfigError(f"max_env_restarts: must be an integer >= 0, got {raw.get('max_env_restarts')!r}")
+    for key in ("status_interval", "silent_env_warning_s", "shutdown_timeout"):
+        if key in raw and (isinstance(raw[key], bool) or not isinstance(raw[key], (int, float)) or raw[key] < 0):
+            raise LauncherConfigError(f"{key}: must be a number of seconds >= 0, got {raw[key]!r}")
     raw.setdefault("run_dir", "outputs/atropos_run")
     raw["api"] = _build(ApiSpec, raw.get("api", {}), "api")
     raw["trainer"] = _build(TrainerSpec, raw.get("trainer", {}), "trainer")
