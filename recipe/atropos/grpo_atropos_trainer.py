@@ -456,6 +456,12 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             metrics["atropos/from_atropos"] = 1.0
             metrics["atropos/replayed"] = float(replayed)
             return data, metrics
+        if not self.atropos_config.fallback_to_grpo:
+            raise AtroposStopError(
+                f"No Atropos batch within trainer.atropos.max_wait_time={self.atropos_config.max_wait_time:.0f}s and "
+                f"trainer.atropos.fallback_to_grpo is false: stopping at step {self.global_steps}. The API answers, so "
+                "no environment sent enough groups: see the launcher's warnings about silent environments and each "
+                "environment's log.")
         self.fallback_steps += 1
         data = self._generate_local_batch(local_batches, timing_raw)
         return data, {"atropos/fallback_steps": float(self.fallback_steps), "atropos/from_atropos": 0.0, **stale_metrics}

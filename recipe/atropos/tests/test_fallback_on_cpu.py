@@ -55,3 +55,15 @@ def test_without_fallback_an_unavailable_api_stops_the_run_with_a_clear_message(
     assert code != 0
     assert "fallback_to_grpo is false: stopping at step 1" in log
     assert not read_steps(tmp_path / "metrics.jsonl")  # no step trained on anything else
+
+
+def test_without_fallback_an_api_that_sends_no_batch_stops_the_run_naming_the_setting(tmp_path, tiny_model_dir, run_api):
+    """The API answers but no environment sends anything: the run stops, it never trains a fallback step."""
+    data = write_arithmetic_parquet(tmp_path / "train.parquet", n=32)
+    no_fallback = ["trainer.atropos.fallback_to_grpo=false", "trainer.atropos.max_wait_time=5"]
+    code = run_to_end(trainer_process(tiny_model_dir, data, run_api.url, tmp_path, 2, no_fallback), timeout=600)
+    log = (tmp_path / "trainer.log").read_text(errors="replace")
+    assert code != 0
+    assert "No Atropos batch within trainer.atropos.max_wait_time=5s" in log
+    assert "fallback_to_grpo is false: stopping at step 1" in log
+    assert not read_steps(tmp_path / "metrics.jsonl")
