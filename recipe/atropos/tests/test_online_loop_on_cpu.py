@@ -73,6 +73,8 @@ def test_launcher_config_errors_name_the_field(tmp_path):
         load_launcher_config(DEMO_CONFIG, ["environments.0.weight=0"])
     with pytest.raises(LauncherConfigError, match=r"environments\[0\]: unknown keys \['wieght'\]"):
         load_launcher_config(DEMO_CONFIG, ["environments.0.wieght=1"])
+    with pytest.raises(LauncherConfigError, match=r"silent_env_warning_s: must be a number of seconds >= 0"):
+        load_launcher_config(DEMO_CONFIG, ["silent_env_warning_s=-1"])
     with pytest.raises(LauncherConfigError, match=r"environments\[0\]: give exactly one of 'module' and 'path'"):
         load_launcher_config(DEMO_CONFIG, ["environments.0.path=x.py"])
     config = load_launcher_config(DEMO_CONFIG)
