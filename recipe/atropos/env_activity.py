@@ -15,23 +15,19 @@ import collections
 import dataclasses
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
-import requests
-
-if TYPE_CHECKING:
-    from recipe.atropos.environment_manager import EnvSlot
+from recipe.atropos.environment_manager import EnvSlot, status_env
 
 TRAINED_PREFIX = "atropos/env_groups/"
 
 
-def queued_groups(api_url: str, env_id: int) -> int | None:
-    """Groups of environment `env_id` in the API's queue now; None when the API does not answer."""
+def queued_groups(api_url: str, env_id: int) -> int:
+    """Groups of environment `env_id` in the API's queue now; 0 when the API does not say."""
+    status = status_env(api_url, env_id, timeout=2.0) or {}
     try:
-        answer = requests.get(f"{api_url}/status-env", json={"env_id": env_id}, timeout=2)
-        return int(answer.json()["self_queue_size"]) if answer.ok else None
-    except (requests.RequestException, ValueError, KeyError, TypeError):
-        return None
+        return int(status.get("self_queue_size", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def trained_groups(step_metrics: Iterable[Mapping[str, float]]) -> collections.Counter:
@@ -69,7 +65,7 @@ class EnvActivityMonitor:
             by_name[slot.spec.name].append(slot)
         warnings = []
         for name, processes in by_name.items():
-            queued = sum(queued_groups(self.api_url, slot.env_id) or 0 for slot in processes)
+            queued = sum(queued_groups(self.api_url, slot.env_id) for slot in processes)
             running = [slot for slot in processes if slot.process.running()]
             seen = self.seen.setdefault(name, _Seen(last_progress=now))
             if queued > 0 or trained[name] > seen.trained or not running:

@@ -66,12 +66,25 @@ def disconnect(api_url: str, env_id: int) -> bool:
         return False
 
 
-def registered(api_url: str, env_id: int) -> bool:
-    """Whether the API knows environment `env_id` (`/status-env` answers only for registered ids)."""
+def status_env(api_url: str, env_id: int, timeout: float = 5.0) -> dict | None:
+    """`GET /status-env` of environment `env_id` ({} when the answer is not JSON); None when the API does
+    not know it (it answers only for registered ids) or does not answer."""
     try:
-        return requests.get(f"{api_url}/status-env", json={"env_id": env_id}, timeout=5).ok
+        answer = requests.get(f"{api_url}/status-env", json={"env_id": env_id}, timeout=timeout)
     except requests.RequestException:
-        return False
+        return None
+    if not answer.ok:
+        return None
+    try:
+        body = answer.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def registered(api_url: str, env_id: int) -> bool:
+    """Whether the API knows environment `env_id`."""
+    return status_env(api_url, env_id) is not None
 
 
 class AtroposEnvironmentManager:
