@@ -18,6 +18,13 @@ def prefetch_threads():
     return [thread for thread in threading.enumerate() if thread.name.startswith("atropos-prefetch")]
 
 
+def assert_no_prefetch_thread_left():
+    """The executor's thread exits once its work is done: wait for that (joined, not slept on)."""
+    for thread in prefetch_threads():
+        thread.join(timeout=60)
+    assert not prefetch_threads()
+
+
 def signalled_poll(client, **poll_kwargs):
     """The prefetcher's poll function, setting `returned` once the poll has come back."""
     returned = threading.Event()
@@ -34,7 +41,8 @@ def signalled_poll(client, **poll_kwargs):
 def test_prefetched_batch_is_the_posted_one_and_its_wait_ran_in_the_background(run_api):
     client = started_trainer(run_api.url)
     env_id = register_env(run_api.url, name="prefetch", weight=1.0, group_size=GROUP, max_token_length=64)
-    poll, returned = signalled_poll(client)
+    # No poll deadline within reach: the poll can only come back with the batch, however loaded the machine.
+    poll, returned = signalled_poll(client, max_wait_time=3600.0)
     prefetcher = BatchPrefetcher(poll)
     prefetcher.start()
     assert prefetcher.pending
@@ -50,8 +58,7 @@ def test_prefetched_batch_is_the_posted_one_and_its_wait_ran_in_the_background(r
     # The poll waited through the "step"; the caller, arriving after it came back, waited less.
     assert batch.wait_s >= 1.0 and waited <= batch.wait_s, (batch.wait_s, waited)
     assert prefetcher.close(timeout=5.0) is None
-    time.sleep(0.1)
-    assert not prefetch_threads()
+    assert_no_prefetch_thread_left()
 
 
 def test_close_stops_a_poll_of_an_empty_queue_promptly(run_api):
@@ -64,8 +71,7 @@ def test_close_stops_a_poll_of_an_empty_queue_promptly(run_api):
     time.sleep(0.5)
     assert prefetcher.close(timeout=120.0) is None
     assert returned.is_set()
-    time.sleep(0.1)
-    assert not prefetch_threads()
+    assert_no_prefetch_thread_left()
 
 
 def test_a_failed_poll_is_raised_to_the_caller(run_api):
