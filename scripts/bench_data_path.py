@@ -31,12 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipe.atropos.advantages import AtroposGRPOComputer  # noqa: E402
-from recipe.atropos.api_process import RunApiProcess  # noqa: E402
-from recipe.atropos.managed_process import raise_on_termination_signals  # noqa: E402
-from recipe.atropos.atropos_data import scored_data_to_dataproto  # noqa: E402
-from recipe.atropos.atropos_integration import AtroposEnvironmentClient  # noqa: E402
-from recipe.atropos.env_api import post_groups, register_env  # noqa: E402
+from recipe.atropos.atropos_core_algos import AtroposGRPOComputer  # noqa: E402
+from recipe.atropos.launcher.api_process import RunApiProcess  # noqa: E402
+from recipe.atropos.launcher.managed_process import raise_on_termination_signals  # noqa: E402
+from recipe.atropos.data.to_dataproto import scored_data_to_dataproto  # noqa: E402
+from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient  # noqa: E402
+from recipe.atropos.examples.env_api import post_groups, register_env  # noqa: E402
 
 GROUP_SIZE = 8
 VOCAB = 151_000

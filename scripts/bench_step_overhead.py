@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipe.atropos.launch_atropos_verl_services import read_step_metrics  # noqa: E402
+from recipe.atropos.launcher.services import read_step_metrics  # noqa: E402
 
 OVERHEAD_TIMERS = ("timing_s/atropos_convert", "timing_s/adv", "timing_s/inference_drain")
 

@@ -32,7 +32,7 @@ def make_patched_compute_advantage(original):  # noqa: ANN001, ANN201
 
     @functools.wraps(original)
     def compute_advantage(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        from recipe.atropos.advantages import META_USE_ADVANTAGES, AtroposGRPOComputer, carries_atropos_fields
+        from recipe.atropos.atropos_core_algos import META_USE_ADVANTAGES, AtroposGRPOComputer, carries_atropos_fields
 
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()

@@ -14,7 +14,7 @@ from typing import Any
 from atroposlib.envs.base import APIServerConfig, BaseEnv, BaseEnvConfig, ScoredDataGroup
 from pydantic import Field
 
-from recipe.atropos.envs.policy_server import default_env_config
+from recipe.atropos.envs.env_defaults import default_env_config
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,8 +25,8 @@ from typing import Any
 from atroposlib.envs.base import APIServerConfig, BaseEnv, BaseEnvConfig, ScoredDataGroup
 from pydantic import Field
 
-from recipe.atropos.envs.policy_server import default_env_config
-from recipe.atropos.word_pieces import word_piece_ids
+from recipe.atropos.envs.env_defaults import default_env_config
+from recipe.atropos.envs.word_pieces import word_piece_ids
 PROMPTS = (
     "Write a few plain English words:",
     "Say something in lowercase words:",

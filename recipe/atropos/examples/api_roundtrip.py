@@ -15,11 +15,11 @@ import logging
 import numpy as np
 
 import verl_patches  # noqa: F401  (applies the GRPO override patch)
-from recipe.atropos.api_process import RunApiProcess
-from recipe.atropos.managed_process import raise_on_termination_signals
-from recipe.atropos.atropos_data import scored_data_to_dataproto
-from recipe.atropos.atropos_integration import AtroposEnvironmentClient
-from recipe.atropos.env_api import post_groups, register_env
+from recipe.atropos.launcher.api_process import RunApiProcess
+from recipe.atropos.launcher.managed_process import raise_on_termination_signals
+from recipe.atropos.data.to_dataproto import scored_data_to_dataproto
+from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
+from recipe.atropos.examples.env_api import post_groups, register_env
 
 
 def synthetic_group(rng: np.random.Generator, group_size: int, with_advantages: bool) -> dict:

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recipe.atropos.launch_atropos_verl_services import LaunchResult, run_services
-from recipe.atropos.launcher_config import RECIPE_CONFIG_DIR, load_launcher_config
-from recipe.atropos.local_dataset import write_arithmetic_parquet
-from recipe.atropos.tiny_model import build_tiny_qwen2
+from recipe.atropos.launcher.services import LaunchResult, run_services
+from recipe.atropos.launcher.config import RECIPE_CONFIG_DIR, load_launcher_config
+from recipe.atropos.examples.local_dataset import write_arithmetic_parquet
+from recipe.atropos.examples.tiny_model import build_tiny_qwen2
 
 DEMO_CONFIG = RECIPE_CONFIG_DIR / "demo_cpu.yaml"
 WORD_PIECE_DIRECTION = 8.0  # see tiny_model.build_tiny_qwen2

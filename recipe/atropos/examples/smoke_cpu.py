@@ -13,12 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from recipe.atropos.api_process import RunApiProcess
-from recipe.atropos.managed_process import raise_on_termination_signals
-from recipe.atropos.launch_atropos_verl_services import read_step_metrics as read_steps
-from recipe.atropos.local_dataset import write_arithmetic_parquet
-from recipe.atropos.managed_process import ManagedProcess
-from recipe.atropos.tiny_model import build_tiny_qwen2
+from recipe.atropos.launcher.api_process import RunApiProcess
+from recipe.atropos.launcher.managed_process import raise_on_termination_signals
+from recipe.atropos.launcher.services import read_step_metrics as read_steps
+from recipe.atropos.examples.local_dataset import write_arithmetic_parquet
+from recipe.atropos.launcher.managed_process import ManagedProcess
+from recipe.atropos.examples.tiny_model import build_tiny_qwen2
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 TRAINER_CLS = "recipe.atropos.grpo_atropos_trainer.RayGRPOAtroposTrainer"

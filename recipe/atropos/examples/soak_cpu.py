@@ -27,10 +27,10 @@ import psutil
 from omegaconf import OmegaConf
 
 from recipe.atropos.examples.demo_cpu import DEMO_CONFIG, WORD_PIECE_DIRECTION
-from recipe.atropos.launch_atropos_verl_services import read_step_metrics
-from recipe.atropos.local_dataset import write_arithmetic_parquet
-from recipe.atropos.tiny_model import build_tiny_qwen2
-from recipe.atropos.managed_process import raise_on_termination_signals
+from recipe.atropos.launcher.services import read_step_metrics
+from recipe.atropos.examples.local_dataset import write_arithmetic_parquet
+from recipe.atropos.examples.tiny_model import build_tiny_qwen2
+from recipe.atropos.launcher.managed_process import raise_on_termination_signals
 
 LAUNCHER = Path(__file__).resolve().parents[1] / "launch_atropos_verl_services.py"
 MAX_POLICY_LAG = 2

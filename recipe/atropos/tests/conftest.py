@@ -1,6 +1,6 @@
 import pytest
 
-from recipe.atropos.api_process import RunApiProcess
+from recipe.atropos.launcher.api_process import RunApiProcess
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def run_api(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """The tiny random Qwen2 with the real Qwen tokenizer, built once per test session."""
-    from recipe.atropos.tiny_model import build_tiny_qwen2
+    from recipe.atropos.examples.tiny_model import build_tiny_qwen2
 
     return build_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2"))
 
@@ -23,7 +23,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def arithmetic_parquet(tmp_path_factory):
     """verl's RL parquet format, GSM8K-style problems from a seeded generator."""
-    from recipe.atropos.local_dataset import write_arithmetic_parquet
+    from recipe.atropos.examples.local_dataset import write_arithmetic_parquet
 
     return write_arithmetic_parquet(tmp_path_factory.mktemp("data") / "train.parquet", n=16)
 
@@ -71,8 +71,8 @@ def policy_server(tiny_model_dir):
 
     from transformers import AutoTokenizer
 
-    from recipe.atropos.inference_proxy import InferenceProxy
-    from recipe.atropos.inference_service import InferenceService
+    from recipe.atropos.policy_server.proxy import InferenceProxy
+    from recipe.atropos.policy_server.service import InferenceService
     from verl_patches.hf_cpu_rollout import HFCPUServer
 
     config = SimpleNamespace(prompt_length=480, response_length=16, max_model_len=None, seed=0)

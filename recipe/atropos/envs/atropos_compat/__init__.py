@@ -1,0 +1,39 @@
+"""Fixes for atroposlib 0.4.0 in environment processes, so Atropos's environments run unmodified.
+
+Atropos is archived and atroposlib 0.4.0 is final: its helpers were written for transformers 4
+and will not change. Applied by `python -m recipe.atropos.envs.run_env` (what the launcher starts for
+every environment); `apply()` refuses, loudly, on another atroposlib version.
+- `chat_template`: `apply_chat_template(..., tokenize=True)` returns token ids again (transformers 5
+  returns a BatchEncoding), so `tokenize_for_trainer` and environments counting or posting
+  those ids work.
+- `server_configs`: one `APIServerConfig` from `config_init` is a one-server list, so
+  `--openai.base_url` applies (atroposlib otherwise calls localhost:9004-9007).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+
+from recipe.atropos.envs.atropos_compat import chat_template, server_configs
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_ATROPOSLIB = "0.4.0"
+
+
+def check_atroposlib_version(installed: str | None = None) -> None:
+    """Raise ImportError (logged at ERROR) unless atroposlib is the version these fixes are for."""
+    installed = installed or importlib.metadata.version("atroposlib")
+    if installed != REQUIRED_ATROPOSLIB:
+        message = (f"recipe.atropos.envs.atropos_compat: installed atroposlib {installed}, but its fixes are written for "
+                   f"atroposlib {REQUIRED_ATROPOSLIB} (the final release). Install atroposlib=={REQUIRED_ATROPOSLIB}; "
+                   "the fixes are NOT applied.")
+        logger.error(message)
+        raise ImportError(message)
+
+
+def apply() -> dict[str, bool]:
+    """Install every fix (idempotent); which ones are active."""
+    check_atroposlib_version()
+    return {"chat_template": chat_template.install(), "server_configs": server_configs.install()}

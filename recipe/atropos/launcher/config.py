@@ -1,0 +1,177 @@
+"""The launcher's YAML: the API server, the trainer's Hydra overrides, the environments with weights.
+
+    run_dir: outputs/atropos_run        # logs, endpoint and names files
+    total_workers: 16                   # generation workers, split by weight
+    enforce_mix: true                   # each batch holds each environment's share
+    silent_env_warning_s: 300           # name an environment that sends nothing for this long
+    process_env: {WANDB_MODE: disabled} # environment variables of the trainer and environments
+    api: {host: 127.0.0.1, port: 8000}  # port 0: a free one
+    trainer:
+      module: recipe.atropos.main_atropos
+      config_name: gsm8k_grpo_example   # under config_path (default: recipe/atropos/config)
+      overrides: [trainer.total_training_steps=100, ...]
+    environments:
+      - name: gsm8k
+        module: recipe.atropos.envs.gsm8k_env   # or path: my_envs/foo.py (run by recipe.atropos.envs.run_env)
+        weight: 0.7
+        group_size: 8
+        max_token_length: 1024
+        processes: 1
+        args: ["--env.some_flag", "value"]
+
+Every field is checked here; an error names it (e.g. `environments[1].weight`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+
+RECIPE_CONFIG_DIR = Path(__file__).parents[1] / "config"
+
+
+class LauncherConfigError(ValueError):
+    """A launcher config field is missing or wrong (the message names it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiSpec:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    startup_timeout: float = 60.0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSpec:
+    module: str = "recipe.atropos.main_atropos"
+    config_path: str = str(RECIPE_CONFIG_DIR)
+    config_name: str = "gsm8k_grpo_example"
+    overrides: tuple[str, ...] = ()
+    ready_timeout: float = 900.0  # until its policy server answers (model load, Ray start-up)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    name: str
+    weight: float
+    group_size: int
+    max_token_length: int
+    module: str | None = None
+    path: str | None = None
+    processes: int = 1
+    args: tuple[str, ...] = ()
+    registration_timeout: float = 300.0
+    min_batch_allocation: float | None = None  # default: its weight's share when enforce_mix is on
+
+    def target(self) -> list[str]:
+        """The Python arguments that run it: through `recipe.atropos.envs.run_env`, which applies the
+        atroposlib 0.4.0 fixes first (recipe/atropos/envs/atropos_compat)."""
+        return ["-m", "recipe.atropos.envs.run_env", self.module or str(Path(self.path).resolve())]
+
+
+@dataclasses.dataclass(frozen=True)
+class LauncherConfig:
+    run_dir: str
+    api: ApiSpec
+    trainer: TrainerSpec
+    environments: tuple[EnvSpec, ...]
+    process_env: dict[str, str] = dataclasses.field(default_factory=dict)  # for the trainer and environments
+    # Concurrent generation workers shared by all environments in proportion to their weights
+    # (`--env.max_num_workers` of each process); see environment_manager.py.
+    total_workers: int = 16
+    # Every batch holds each environment's share (Atropos's min_batch_allocation = the weight's share).
+    # The price: while an environment has nothing queued, no batch forms (the trainer waits up to
+    # trainer.atropos.max_wait_time, then falls back or stops). false: the mix is the production rate.
+    enforce_mix: bool = True
+    # An environment process that exits during the run is disconnected from the API (`/disconnect-env`,
+    # so its batch allocation stops holding batches back) and started again (it registers anew), at
+    # most this many times per process. 0: leave it dead (the trainer keeps polling the others).
+    max_env_restarts: int = 3
+    shutdown_timeout: float = 30.0
+    status_interval: float = 10.0
+    # An environment alive but with nothing queued and nothing new trained for this long is named in a
+    # warning (again every as many seconds while it stays silent); 0: no warning. See env_activity.py.
+    silent_env_warning_s: float = 300.0
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return normalized_weights(self.environments)
+
+
+def normalized_weights(environments: Sequence[EnvSpec]) -> dict[str, float]:
+    """Each environment's share of the mix (weights normalised to sum 1)."""
+    total = sum(env.weight for env in environments)
+    return {env.name: env.weight / total for env in environments}
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise LauncherConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise LauncherConfigError(f"{where}: unknown keys {unknown}; known keys are {sorted(fields)}")
+    values = {}
+    for name, value in raw.items():
+        if isinstance(value, list):
+            value = tuple(str(v) for v in value)
+        values[name] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise LauncherConfigError(f"{where}: {exc}") from None
+
+
+def _check_env(env: EnvSpec, where: str) -> None:
+    if bool(env.module) == bool(env.path):
+        raise LauncherConfigError(f"{where}: give exactly one of 'module' and 'path'")
+    if env.min_batch_allocation is not None and not 0 < env.min_batch_allocation <= 1:
+        raise LauncherConfigError(f"{where}.min_batch_allocation: must be in (0, 1], got {env.min_batch_allocation}")
+    if not env.weight > 0:
+        raise LauncherConfigError(f"{where}.weight: must be > 0, got {env.weight}")
+    for field in ("group_size", "max_token_length", "processes"):
+        if not isinstance(getattr(env, field), int) or getattr(env, field) < 1:
+            raise LauncherConfigError(f"{where}.{field}: must be a positive integer, got {getattr(env, field)!r}")
+
+
+def load_launcher_config(path: str | Path, dotlist: Sequence[str] = ()) -> LauncherConfig:
+    """The YAML at `path` with `key=value` edits (e.g. `api.port=9000`, `environments.0.weight=0.5`)."""
+    conf = OmegaConf.load(path)
+    for item in dotlist:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LauncherConfigError(f"edit {item!r}: expected KEY=VALUE, e.g. environments.0.weight=0.5")
+        OmegaConf.update(conf, key, yaml.safe_load(value), force_add=True)
+    raw = OmegaConf.to_container(conf, resolve=True)
+    if not isinstance(raw, dict):
+        raise LauncherConfigError(f"{path}: expected a mapping at the top level")
+    envs_raw = raw.pop("environments", None)
+    if not envs_raw:
+        raise LauncherConfigError(f"{path}: 'environments' must list at least one environment")
+    environments = tuple(_build(EnvSpec, env, f"environments[{i}]") for i, env in enumerate(envs_raw))
+    for i, env in enumerate(environments):
+        _check_env(env, f"environments[{i}]")
+    names = [env.name for env in environments]
+    if len(set(names)) != len(names):
+        raise LauncherConfigError(f"environments: names must be unique, got {names}")
+    if not isinstance(raw.get("total_workers", 16), int) or raw.get("total_workers", 16) < 1:
+        raise LauncherConfigError(f"total_workers: must be a positive integer, got {raw.get('total_workers')!r}")
+    if not isinstance(raw.get("max_env_restarts", 3), int) or raw.get("max_env_restarts", 3) < 0:
+        raise LauncherConfigError(f"max_env_restarts: must be an integer >= 0, got {raw.get('max_env_restarts')!r}")
+    for key in ("status_interval", "silent_env_warning_s", "shutdown_timeout"):
+        if key in raw and (isinstance(raw[key], bool) or not isinstance(raw[key], (int, float)) or raw[key] < 0):
+            raise LauncherConfigError(f"{key}: must be a number of seconds >= 0, got {raw[key]!r}")
+    raw.setdefault("run_dir", "outputs/atropos_run")
+    raw["api"] = _build(ApiSpec, raw.get("api", {}), "api")
+    raw["trainer"] = _build(TrainerSpec, raw.get("trainer", {}), "trainer")
+    return _build(LauncherConfig, {**raw, "environments": environments}, str(path))

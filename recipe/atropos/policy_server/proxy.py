@@ -1,0 +1,195 @@
+"""The inference proxy: verl's rollout replicas, as environments see them.
+
+Environments call the policy through HTTP (`routes.py`); this class is what those routes
+call. It sends each request to one of verl's replica servers (round-robin), tags what comes back
+with the policy version that produced it (recorded in a `PolicyVersionRegistry`), and holds a
+gate the trainer closes around weight syncs: requests in flight are drained (bounded by a drain
+timeout, which is logged and counted, never raised), new requests wait (bounded) until it opens.
+
+The gate and counters live on the event loop that serves HTTP; the trainer calls them from its
+own thread through `InferenceService`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from recipe.atropos.source.policy_versions import PolicyVersionRegistry
+
+logger = logging.getLogger(__name__)
+
+
+class ProxyUnavailableError(RuntimeError):
+    """The gate stayed closed longer than a request may wait (answered as HTTP 503)."""
+
+
+@dataclasses.dataclass
+class Completion:
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # "stop" or "length", as vLLM reports them
+    policy_version: int
+
+
+@dataclasses.dataclass
+class ProxyStats:
+    requests: int = 0
+    completions: int = 0
+    completion_tokens: int = 0
+    rejected_requests: int = 0  # waited past request_wait_timeout at a closed gate
+    pauses: int = 0
+    drain_timeouts: int = 0
+    last_drain_s: float = 0.0
+
+
+async def _call(method: Any, **kwargs: Any) -> Any:
+    """Call a replica server method: a Ray actor handle's `.remote`, or an in-process coroutine."""
+    remote = getattr(method, "remote", None)
+    return await (remote(**kwargs) if remote is not None else method(**kwargs))
+
+
+def per_sample_params(sampling_params: dict[str, Any], index: int) -> dict[str, Any]:
+    """The sampling parameters of the `index`-th of `n` separate samples: a request's `seed` becomes
+    seed + index, so the n samples differ (n calls with one seed would return n equal samples) and the
+    request stays reproducible."""
+    seed = sampling_params.get("seed")
+    return sampling_params if seed is None else {**sampling_params, "seed": int(seed) + index}
+
+
+class InferenceProxy:
+    """Round-robin over verl's replica servers behind a drainable gate (see the module docstring).
+
+    Args:
+        servers: the replicas' server handles (`LLMServerManager.server_handles`), Ray actors or
+            in-process objects with verl's `generate(request_id=, prompt_ids=, sampling_params=)`.
+        batched: the servers also have `generate_batch(prompt_ids=, sampling_params=, n=)` (hf_cpu);
+            otherwise `n` completions are `n` concurrent `generate` calls.
+        request_wait_timeout: longest wait in seconds of a new request at a closed gate.
+        registry: where served completions are recorded with their policy version.
+    """
+
+    def __init__(
+        self,
+        servers: Sequence[Any],
+        *,
+        batched: bool = False,
+        request_wait_timeout: float = 600.0,
+        registry: PolicyVersionRegistry | None = None,
+    ) -> None:
+        if not servers:
+            raise ValueError("InferenceProxy needs at least one replica server")
+        self.servers = list(servers)
+        self.batched = batched
+        self.request_wait_timeout = request_wait_timeout
+        self.registry = registry if registry is not None else PolicyVersionRegistry()
+        self.stats = ProxyStats()
+        self.policy_version = 0
+        self._next_server = itertools.cycle(range(len(self.servers)))
+        self._open: asyncio.Event | None = None
+        self._idle: asyncio.Condition | None = None
+        self._in_flight = 0
+
+    def _ensure_loop_state(self) -> None:
+        # Made lazily on the serving loop: asyncio primitives belong to the loop that first uses them.
+        if self._open is None:
+            self._open = asyncio.Event()
+            self._open.set()
+            self._idle = asyncio.Condition()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def is_open(self) -> bool:
+        return self._open is None or self._open.is_set()
+
+    async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], n: int = 1) -> list[Completion]:
+        """`n` completions of `prompt_ids` from one replica, through the gate."""
+        self._ensure_loop_state()
+        if not self._open.is_set():
+            try:
+                await asyncio.wait_for(self._open.wait(), timeout=self.request_wait_timeout)
+            except asyncio.TimeoutError:
+                self.stats.rejected_requests += 1
+                raise ProxyUnavailableError(
+                    f"weights are being updated: waited {self.request_wait_timeout:.0f}s for the policy server"
+                ) from None
+        self._in_flight += 1
+        self.stats.requests += 1
+        try:
+            completions = await self._generate_on_replica(prompt_ids, sampling_params, n)
+        finally:
+            self._in_flight -= 1
+            async with self._idle:
+                self._idle.notify_all()
+        for completion in completions:
+            self.registry.record(completion.token_ids, completion.policy_version)
+            self.stats.completion_tokens += len(completion.token_ids)
+        self.stats.completions += len(completions)
+        return completions
+
+    async def _generate_on_replica(self, prompt_ids: list[int], sampling_params: dict[str, Any], n: int) -> list[Completion]:
+        server = self.servers[next(self._next_server)]
+        params = dict(sampling_params, logprobs=True)
+        if self.batched:
+            outputs = await _call(server.generate_batch, prompt_ids=prompt_ids, sampling_params=params, n=n)
+        else:
+            outputs = await asyncio.gather(*[
+                _call(server.generate, request_id=uuid.uuid4().hex, prompt_ids=prompt_ids,
+                      sampling_params=per_sample_params(params, index))
+                for index in range(n)
+            ])
+        # Read when the completions are back: after a drain timeout a weight update may have landed
+        # while they were decoded (the replica's own report, when it gives one and is older, wins).
+        return [self._completion(output, self.policy_version) for output in outputs]
+
+    @staticmethod
+    def _completion(output: Any, version: int) -> Completion:
+        extra = getattr(output, "extra_fields", None) or {}
+        token_ids = [int(t) for t in output.token_ids]
+        logprobs = list(output.log_probs or [])
+        if len(logprobs) != len(token_ids):
+            raise RuntimeError(f"replica returned {len(logprobs)} logprobs for {len(token_ids)} tokens")
+        # verl's stop reasons: "completed" (EOS/stop), "length", "aborted", None; vLLM's: "stop", "length", "abort".
+        finish = {"length": "length", "aborted": "abort"}.get(output.stop_reason, "stop")
+        served = extra.get("global_steps")
+        return Completion(token_ids, logprobs, finish, version if served is None else min(int(served), version))
+
+    async def pause(self, drain_timeout: float, wait: bool = True) -> bool:
+        """Close the gate and wait for requests in flight; False (logged, counted) when the drain timed out.
+        `wait=False` only closes the gate (for replicas that order weight loads after the request being
+        served themselves, as hf_cpu does): requests in flight finish while the weights travel."""
+        self._ensure_loop_state()
+        self._open.clear()
+        self.stats.pauses += 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if not wait:
+            self.stats.last_drain_s = 0.0
+            return True
+        try:
+            async with self._idle:
+                await asyncio.wait_for(self._idle.wait_for(lambda: self._in_flight == 0), timeout=drain_timeout)
+            drained = True
+        except asyncio.TimeoutError:
+            self.stats.drain_timeouts += 1
+            logger.warning("inference proxy: %d request(s) still in flight after the %.1fs drain timeout; "
+                           "updating weights anyway (drain timeouts so far: %d)",
+                           self._in_flight, drain_timeout, self.stats.drain_timeouts)
+            drained = False
+        self.stats.last_drain_s = loop.time() - started
+        return drained
+
+    async def resume(self, policy_version: int | None = None) -> None:
+        """Open the gate; completions served from now on carry `policy_version`."""
+        self._ensure_loop_state()
+        if policy_version is not None:
+            self.policy_version = int(policy_version)
+        self._open.set()

@@ -1,0 +1,143 @@
+"""Serves the policy API (`routes.py`) from a background thread of the trainer process.
+
+The trainer owns verl's replica handles, so the proxy runs beside it: uvicorn on its own event
+loop in a daemon thread. The trainer's thread closes and opens the proxy's gate through
+`pause`/`resume`, which run on that loop. Once listening, the address is written to an endpoint
+file (atomically), which is how the launcher learns that inference is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from recipe.atropos.policy_server.routes import PolicyApi, build_app
+from recipe.atropos.policy_server.proxy import InferenceProxy
+from recipe.atropos.policy_server.settings import InferenceConfig
+from recipe.atropos.source.policy_versions import PolicyVersionRegistry
+
+logger = logging.getLogger(__name__)
+
+
+def _advertised_host(host: str) -> str:
+    """The address environments should use: the bind address, or this node's when bound to all."""
+    if host not in ("0.0.0.0", "::"):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def write_endpoint_file(path: str, record: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(record, handle)
+    os.replace(tmp, path)
+
+
+class InferenceService:
+    """Owns the uvicorn thread serving `proxy` (see the module docstring)."""
+
+    def __init__(self, proxy: InferenceProxy, tokenizer: Any, model_name: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.proxy = proxy
+        self.model_name = model_name
+        self.host = host
+        self.app = build_app(PolicyApi(proxy, tokenizer, model_name))
+        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))  # bound here, so a taken port fails in the trainer's thread with its name
+        self.port = self._sock.getsockname()[1]
+        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off"))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """Root URL of the server (`/generate`, `/health`); OpenAI clients append `/v1`."""
+        return f"http://{_advertised_host(self.host)}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> str:
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._server.serve(sockets=[self._sock]))
+
+        self._thread = threading.Thread(target=serve, name="atropos-inference-proxy", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"inference proxy did not start listening on {self.host}:{self.port} within {timeout}s")
+            time.sleep(0.02)
+        logger.info("inference proxy for Atropos environments: %s (/generate, /health, /v1/*)", self.base_url)
+        return self.base_url
+
+    def endpoint_record(self, **extra: Any) -> dict[str, Any]:
+        """What the endpoint file says: URLs, model name, replicas, pid, and `extra` (e.g. the tokenizer)."""
+        return {
+            **extra,
+            "base_url": self.base_url,
+            "openai_base_url": f"{self.base_url}/v1",
+            "model_name": self.model_name,
+            "replicas": len(self.proxy.servers),
+            "pid": os.getpid(),
+        }
+
+    def metrics(self) -> dict[str, float]:
+        """`atropos/inference/*`: the version served and the proxy's counters since it started."""
+        stats = self.proxy.stats
+        return {
+            "atropos/inference/policy_version": float(self.proxy.policy_version),
+            "atropos/inference/requests": float(stats.requests),
+            "atropos/inference/completions": float(stats.completions),
+            "atropos/inference/completion_tokens": float(stats.completion_tokens),
+            "atropos/inference/drain_timeouts": float(stats.drain_timeouts),
+            "atropos/inference/rejected_requests": float(stats.rejected_requests),
+            "atropos/inference/last_drain_s": float(stats.last_drain_s),
+        }
+
+    def _run(self, coro: Any, timeout: float | None = None) -> Any:
+        if self._loop is None:
+            raise RuntimeError("inference service is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def pause(self, drain_timeout: float, wait: bool = True) -> bool:
+        """Close the gate and drain (bounded); False when requests were still in flight at the timeout.
+        `wait=False`: close the gate only (InferenceProxy.pause)."""
+        return self._run(self.proxy.pause(drain_timeout, wait), timeout=drain_timeout + 30.0)
+
+    def resume(self, policy_version: int | None = None) -> None:
+        self._run(self.proxy.resume(policy_version), timeout=30.0)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._sock.close()
+
+
+def serve_replicas(server_handles: list, tokenizer: Any, settings: InferenceConfig, *, batched: bool,
+                   registry: PolicyVersionRegistry, policy_version: int, endpoint_path: str,
+                   tokenizer_path: str) -> InferenceService:
+    """The policy server over verl's rollout replica handles, started, its endpoint file written.
+
+    `batched`: the replicas take one request for all `n` completions (hf_cpu); otherwise `n`
+    concurrent calls. Served completions are recorded in `registry` with their policy version."""
+    proxy = InferenceProxy(server_handles, batched=batched, request_wait_timeout=settings.request_wait_timeout,
+                           registry=registry)
+    proxy.policy_version = policy_version
+    service = InferenceService(proxy, tokenizer, settings.model_name, settings.host, settings.port)
+    service.start()
+    write_endpoint_file(endpoint_path, service.endpoint_record(tokenizer=tokenizer_path))
+    logger.info("policy server for environments at %s (endpoint file %s)", service.base_url, endpoint_path)
+    return service

@@ -1,0 +1,42 @@
+"""Typed view of trainer.atropos_inference; defaults come from config/atropos_inference.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from recipe.atropos.config_section import merged_section
+
+DEFAULTS_FILE = Path(__file__).parents[1] / "config" / "atropos_inference.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+    enable: bool
+    host: str
+    port: int
+    endpoint_file: str | None
+    model_name: str
+    weight_sync: bool
+    drain_timeout: float
+    request_wait_timeout: float
+
+    @classmethod
+    def from_mapping(cls, overrides: Mapping[str, Any] | DictConfig | None = None) -> InferenceConfig:
+        """Defaults from the YAML, then `overrides`; unknown keys and bad values raise ValueError."""
+        merged = merged_section(DEFAULTS_FILE, overrides, "trainer.atropos_inference", (f.name for f in dataclasses.fields(cls)))
+        config = cls(**merged)
+        if not 0 <= config.port < 65536:
+            raise ValueError(f"trainer.atropos_inference.port must be in [0, 65535], got {config.port}")
+        for name in ("drain_timeout", "request_wait_timeout"):
+            if getattr(config, name) <= 0:
+                raise ValueError(f"trainer.atropos_inference.{name} must be > 0, got {getattr(config, name)}")
+        return config
+
+    def endpoint_path(self, default_local_dir: str) -> str:
+        return self.endpoint_file or os.path.join(default_local_dir, "inference_endpoint.json")
