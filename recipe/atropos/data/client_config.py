@@ -1,4 +1,4 @@
-"""Typed view of the Atropos client settings; defaults come from config/atropos_client.yaml."""
+"""Typed Atropos client settings (trainer.atropos); defaults come from config/atropos_client.yaml."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from recipe.atropos.config_section import merged_section
+from recipe.atropos.structured_config import load_section
 
 DEFAULTS_FILE = Path(__file__).parents[1] / "config" / "atropos_client.yaml"
 PREFETCH_MODES = ("sync", "step", "off")
@@ -39,10 +39,11 @@ class AtroposClientConfig:
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | DictConfig | None = None) -> AtroposClientConfig:
         """Defaults from the YAML, then `overrides`; unknown keys and bad values raise ValueError."""
-        merged = merged_section(DEFAULTS_FILE, overrides, "trainer.atropos", (f.name for f in dataclasses.fields(cls)))
-        if isinstance(merged.get("prefetch"), bool):
-            merged["prefetch"] = "sync" if merged["prefetch"] else "off"
-        config = cls(**merged)
+        if isinstance(overrides, DictConfig):
+            overrides = OmegaConf.to_container(overrides, resolve=True)
+        if overrides is not None and isinstance(overrides.get("prefetch"), bool):
+            overrides = {**overrides, "prefetch": "sync" if overrides["prefetch"] else "off"}
+        config = load_section(cls, DEFAULTS_FILE, overrides, "trainer.atropos")
         config.validate()
         return config
 

@@ -32,6 +32,8 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from recipe.atropos.structured_config import typed_config
+
 RECIPE_CONFIG_DIR = Path(__file__).parents[1] / "config"
 
 
@@ -55,7 +57,7 @@ class TrainerSpec:
     module: str = "recipe.atropos.main_atropos"
     config_path: str = str(RECIPE_CONFIG_DIR)
     config_name: str = "gsm8k_grpo_example"
-    overrides: tuple[str, ...] = ()
+    overrides: list[str] = dataclasses.field(default_factory=list)
     ready_timeout: float = 900.0  # until its policy server answers (model load, Ray start-up)
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -69,7 +71,7 @@ class EnvSpec:
     module: str | None = None
     path: str | None = None
     processes: int = 1
-    args: tuple[str, ...] = ()
+    args: list[str] = dataclasses.field(default_factory=list)
     registration_timeout: float = 300.0
     min_batch_allocation: float | None = None  # default: its weight's share when enforce_mix is on
 
@@ -84,7 +86,7 @@ class LauncherConfig:
     run_dir: str
     api: ApiSpec
     trainer: TrainerSpec
-    environments: tuple[EnvSpec, ...]
+    environments: list[EnvSpec]
     process_env: dict[str, str] = dataclasses.field(default_factory=dict)  # for the trainer and environments
     # Concurrent generation workers shared by all environments in proportion to their weights
     # (`--env.max_num_workers` of each process); see environment_manager.py.
@@ -117,19 +119,7 @@ def normalized_weights(environments: Sequence[EnvSpec]) -> dict[str, float]:
 def _build(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
         raise LauncherConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise LauncherConfigError(f"{where}: unknown keys {unknown}; known keys are {sorted(fields)}")
-    values = {}
-    for name, value in raw.items():
-        if isinstance(value, list):
-            value = tuple(str(v) for v in value)
-        values[name] = value
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise LauncherConfigError(f"{where}: {exc}") from None
+    return typed_config(cls, raw, where=where, error=LauncherConfigError)
 
 
 def _check_env(env: EnvSpec, where: str) -> None:
@@ -158,7 +148,7 @@ def load_launcher_config(path: str | Path, dotlist: Sequence[str] = ()) -> Launc
     envs_raw = raw.pop("environments", None)
     if not envs_raw:
         raise LauncherConfigError(f"{path}: 'environments' must list at least one environment")
-    environments = tuple(_build(EnvSpec, env, f"environments[{i}]") for i, env in enumerate(envs_raw))
+    environments = [_build(EnvSpec, env, f"environments[{i}]") for i, env in enumerate(envs_raw)]
     for i, env in enumerate(environments):
         _check_env(env, f"environments[{i}]")
     names = [env.name for env in environments]

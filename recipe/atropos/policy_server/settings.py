@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from recipe.atropos.config_section import merged_section
+from recipe.atropos.structured_config import load_section
 
 DEFAULTS_FILE = Path(__file__).parents[1] / "config" / "atropos_inference.yaml"
 
@@ -29,8 +29,7 @@ class InferenceConfig:
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | DictConfig | None = None) -> InferenceConfig:
         """Defaults from the YAML, then `overrides`; unknown keys and bad values raise ValueError."""
-        merged = merged_section(DEFAULTS_FILE, overrides, "trainer.atropos_inference", (f.name for f in dataclasses.fields(cls)))
-        config = cls(**merged)
+        config = load_section(cls, DEFAULTS_FILE, overrides, "trainer.atropos_inference")
         if not 0 <= config.port < 65536:
             raise ValueError(f"trainer.atropos_inference.port must be in [0, 65535], got {config.port}")
         for name in ("drain_timeout", "request_wait_timeout"):

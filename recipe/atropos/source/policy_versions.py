@@ -17,14 +17,28 @@ from __future__ import annotations
 import collections
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import cachetools
 import numpy as np
 
 
 def completion_key(token_ids: Sequence[int] | np.ndarray) -> bytes:
     """Digest of a completion's token ids (independent of list vs array, int width)."""
     return hashlib.blake2b(np.asarray(token_ids, dtype=np.int64).tobytes(), digest_size=16).digest()
+
+
+class _FirstInFirstOut(cachetools.FIFOCache):
+    """cachetools' bounded FIFO map (a key set again moves to the end), reporting each eviction."""
+
+    def __init__(self, maxsize: int, on_evict: Callable[[tuple[int, int]], None]) -> None:
+        super().__init__(maxsize)
+        self._on_evict = on_evict
+
+    def popitem(self) -> tuple[bytes, tuple[int, int]]:
+        key, value = super().popitem()
+        self._on_evict(value)
+        return key, value
 
 
 class PolicyVersionRegistry:
@@ -34,7 +48,7 @@ class PolicyVersionRegistry:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._versions: collections.OrderedDict[bytes, tuple[int, int]] = collections.OrderedDict()  # (version, length)
+        self._versions = _FirstInFirstOut(capacity, self._forget_length)  # digest -> (version, length)
         self._lengths: collections.Counter[int] = collections.Counter()  # lengths of the recorded pieces
         self._lock = threading.Lock()
 
@@ -44,16 +58,15 @@ class PolicyVersionRegistry:
         if length == 0:
             return
         with self._lock:
-            if key in self._versions:  # the same tokens again: same length, newest version
-                self._versions.move_to_end(key)
-            else:
+            if key not in self._versions:  # the same tokens again: same length, newest version, moved to the end
                 self._lengths[length] += 1
             self._versions[key] = (int(version), length)
-            while len(self._versions) > self.capacity:
-                _, (_, evicted_length) = self._versions.popitem(last=False)
-                self._lengths[evicted_length] -= 1
-                if self._lengths[evicted_length] <= 0:
-                    del self._lengths[evicted_length]
+
+    def _forget_length(self, evicted: tuple[int, int]) -> None:
+        length = evicted[1]
+        self._lengths[length] -= 1
+        if self._lengths[length] <= 0:
+            del self._lengths[length]
 
     def lookup(self, token_ids: Sequence[int] | np.ndarray) -> int | None:
         with self._lock:
