@@ -21,7 +21,10 @@ def typed_config(schema: type[T], *sources: Mapping[str, Any] | DictConfig | Non
     typed = OmegaConf.structured(schema)
     _writable(typed)
     try:
-        merged = OmegaConf.merge(typed, *(source for source in sources if source is not None))
+        # A section of a composed Hydra config is resolved first: its interpolations point outside it.
+        resolved = [OmegaConf.to_container(source, resolve=True) if isinstance(source, DictConfig) else source
+                    for source in sources if source is not None]
+        merged = OmegaConf.merge(typed, *resolved)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except (ConfigKeyError, ConfigAttributeError) as exc:
         known = sorted(field.name for field in dataclasses.fields(schema))  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from typing import Any
 
 from atroposlib.envs.base import APIServerConfig, BaseEnvConfig
 
-from recipe.atropos.examples.tiny_model import qwen_tokenizer_dir
+from recipe.atropos.envs.qwen_tokenizer import qwen_tokenizer_dir
 
 
 def default_env_config(config_cls: type[BaseEnvConfig], name: str, **overrides: Any) -> tuple[BaseEnvConfig, list[APIServerConfig]]:

