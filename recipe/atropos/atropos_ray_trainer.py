@@ -165,7 +165,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             return self._generate_local_batch(local_batches, timing_raw), source_metrics
         with marked_timer("atropos_convert", timing_raw, color="blue"):
             data = self._atropos_dataproto(atropos_batch)
-        return data, {**atropos_batch_metrics(atropos_batch, data, self.batch_source.env_names()), **source_metrics}
+        return data, {**atropos_batch_metrics(atropos_batch, data, self.batch_source.step_env_names), **source_metrics}
 
     # ------------------------------------------------------------------ the step
     def _train_on_batch(self, batch: DataProto, metrics: dict, timing_raw: dict) -> DataProto:

@@ -83,6 +83,7 @@ class AtroposBatchSource:
         self.registered = False
         self.registered_starting_step = -1
         self.fallback_steps = 0
+        self.step_env_names: dict[int, str] = {}  # env_id -> name (launcher's names file) when the last batch came
         self.stale_groups_total = 0
         self.buffer_dropped_total = 0
         self.buffer_dropped_step = 0
@@ -152,7 +153,8 @@ class AtroposBatchSource:
             self.fallback_steps += 1
             return None, {"atropos/fallback_steps": float(self.fallback_steps), "atropos/from_atropos": 0.0, **metrics}
         # Lag of what is trained (nothing dropped here: stale groups left the buffer already).
-        lag = filter_stale_groups(batch.groups, self.version_registry, step - 1, None, env_names=self.env_names())
+        self.step_env_names = load_env_names(self.config.env_names_file)  # read once a step, for its metrics
+        lag = filter_stale_groups(batch.groups, self.version_registry, step - 1, None, env_names=self.step_env_names)
         repeated = self.trained_groups.record(batch.groups)
         if repeated:
             logger.error("step %d trains %d group(s) already trained in this run", step, repeated)
@@ -184,9 +186,6 @@ class AtroposBatchSource:
         """Stop a background poll; a batch it pulled stays journaled (prefetched.json) for a resumed run."""
         if self.prefetcher is not None:
             self.prefetcher.close(timeout=self.config.timeout)
-
-    def env_names(self) -> dict[int, str]:
-        return load_env_names(self.config.env_names_file)
 
     def run_metrics(self) -> dict[str, float]:
         """Totals since the source was made."""
