@@ -45,18 +45,6 @@ def test_api_down_at_start_then_up(tmp_path, tiny_model_dir):
     assert steps[0]["response_length/mean"] > 0 and "timing_s/gen" in steps[0]
 
 
-def test_without_fallback_an_unavailable_api_stops_the_run_with_a_clear_message(tmp_path, tiny_model_dir):
-    data = write_arithmetic_parquet(tmp_path / "train.parquet", n=32)
-    url = f"http://127.0.0.1:{free_loopback_port()}"  # nothing listens there
-    no_fallback = ["trainer.atropos.fallback_to_grpo=false", "trainer.atropos.max_wait_time=5",
-                   "trainer.atropos.retry_delay=0.2"]
-    code = run_to_end(trainer_process(tiny_model_dir, data, url, tmp_path, 2, no_fallback), timeout=600)
-    log = (tmp_path / "trainer.log").read_text(errors="replace")
-    assert code != 0
-    assert "fallback_to_grpo is false: stopping at step 1" in log
-    assert not read_steps(tmp_path / "metrics.jsonl")  # no step trained on anything else
-
-
 def test_without_fallback_an_api_that_sends_no_batch_stops_the_run_naming_the_setting(tmp_path, tiny_model_dir, run_api):
     """The API answers but no environment sends anything: the run stops, it never trains a fallback step."""
     data = write_arithmetic_parquet(tmp_path / "train.parquet", n=32)

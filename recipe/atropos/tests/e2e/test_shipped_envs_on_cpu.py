@@ -7,26 +7,27 @@ import sys
 
 import pytest
 
-ENVS = {
-    "gsm8k": ["--env.num_items", "4"],
-    "math": ["--env.num_items", "6"],
-    "code": ["--env.num_items", "4"],
-    "learnable": ["--env.token_advantages", "true"],
+ENVS = {  # name: (module, extra flags)
+    "gsm8k": ("recipe.atropos.envs.gsm8k_env", ["--env.num_items", "4"]),
+    "math": ("recipe.atropos.envs.math_env", ["--env.num_items", "6"]),
+    "code": ("recipe.atropos.envs.code.code_env", ["--env.num_items", "4"]),
+    "learnable": ("recipe.atropos.envs.learnable_env", ["--env.token_advantages", "true"]),
 }
 
 
 @pytest.mark.parametrize("name", sorted(ENVS))
 def test_env_generates_scored_groups_through_the_policy_server(name, policy_server, tmp_path):
     out = tmp_path / f"{name}.jsonl"
+    module, flags = ENVS[name]
     command = [
-        sys.executable, "-m", f"recipe.atropos.envs.{name}_env", "process",
+        sys.executable, "-m", module, "process",
         "--env.data_path_to_save_groups", str(out), "--env.total_steps", "2", "--env.group_size", "2",
         "--env.max_token_length", "512", "--env.use_wandb", "false",
         "--env.tokenizer_name", str(policy_server.model_dir),
         "--openai.base_url", f"{policy_server.url}/v1", "--openai.model_name", "policy",
         "--openai.server_type", "vllm", "--openai.tokenizer_name", str(policy_server.model_dir),
         "--slurm", "false",
-        *(["--env.max_completion_tokens", "8"]), *ENVS[name],
+        "--env.max_completion_tokens", "8", *flags,
     ]
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)

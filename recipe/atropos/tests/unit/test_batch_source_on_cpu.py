@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from recipe.atropos.examples.env_api import post_groups, register_env
+from recipe.atropos.launcher.api_process import free_loopback_port
 from recipe.atropos.simplified_api import SimpleAtroposClient, SimpleAtroposWorker
 from recipe.atropos.source.batch_journal import RunIdentity
 from recipe.atropos.source.batch_source import AtroposBatchSource, AtroposStopError, Registration
@@ -59,6 +60,19 @@ def test_steps_are_exact_and_journaled_a_reopened_source_replays_and_nothing_is_
     with pytest.raises(AtroposStopError, match="fallback_to_grpo is false"):
         resumed.next_batch(3)
     resumed.close()
+
+
+def test_without_fallback_an_unreachable_api_stops_the_run_with_a_clear_message(tmp_path):
+    """Nothing listens at the URL: registration fails for max_wait_time, and the step stops instead of
+    training on the local data (the trainer turns this error into a failed run,
+    test_fallback_on_cpu.py, for an API that answers without batches)."""
+    url = f"http://127.0.0.1:{free_loopback_port()}"
+    source = new_source(url, tmp_path / "journal", fallback_to_grpo=False, prefetch="off")
+    with pytest.raises(AtroposStopError, match=r"Atropos unavailable for 1s and trainer.atropos.fallback_to_grpo "
+                                               r"is false: stopping at step 1"):
+        source.next_batch(1)
+    assert source.journal.steps() == []  # nothing was popped, nothing is journaled
+    source.close()
 
 
 def test_with_fallback_on_an_empty_queue_is_a_counted_fallback_step(run_api, tmp_path):
