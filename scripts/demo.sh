@@ -5,9 +5,21 @@
 # environment generating through it. Writes outputs/demo/summary.json and reward_loss.png; logs in
 # outputs/demo/logs. Arguments go to the demo, e.g. `scripts/demo.sh --steps 40` or
 # `scripts/demo.sh --no-weight-sync --workdir outputs/demo_no_sync` (the control run).
+# `scripts/demo.sh --rollout vllm` serves the environment from verl's vLLM replicas (vLLM's CPU
+# build) instead, installed into .venv-vllm (`scripts/setup.sh vllm`) and run from there.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup.sh
+VENV=.venv
+PROFILE=base
+previous=""
+for arg in "$@"; do
+    if [ "$arg" = "--rollout=vllm" ] || { [ "$previous" = "--rollout" ] && [ "$arg" = "vllm" ]; }; then
+        VENV=.venv-vllm
+        PROFILE=vllm
+    fi
+    previous="$arg"
+done
+bash scripts/setup.sh "$PROFILE"
 export PYTHONUNBUFFERED=1
-exec .venv/bin/python -m recipe.atropos.examples.demo_cpu --workdir outputs/demo "$@"
+exec "$VENV/bin/python" -m recipe.atropos.examples.demo_cpu --workdir outputs/demo "$@"

@@ -9,7 +9,8 @@
 - FSDP2's CPU offload policy (verl gives it to the reference model) pins memory, which needs an
   accelerator; on CPU there is nothing to offload to, so the engine gets no offload policy;
 - the FSDP engine registry is keyed by (device, vendor) and has no CPU entry: look up the CUDA
-  one (`VERL_ENGINE_DEVICE=cuda`, `VERL_ENGINE_VENDOR=nvidia`); its code runs on CPU tensors.
+  one (`VERL_ENGINE_DEVICE=cuda`, `VERL_ENGINE_VENDOR=nvidia`); its code runs on CPU tensors;
+- verl's vLLM rollout on vLLM's CPU build, where one is installed (verl_patches.vllm_cpu).
 """
 
 from __future__ import annotations
@@ -98,5 +99,8 @@ def apply() -> bool:
     when_imported(FSDP_ENGINE_MODULE, _drop_cpu_offload_policy)
     when_imported(REPLICA_MODULE, _register_replica)
     when_imported(ROLLOUT_BASE_MODULE, _register_adapter)
+    from verl_patches import vllm_cpu
+
+    vllm_cpu.install()
     logger.info("verl_patches: CPU mode (VERL_PLATFORM=cpu)")
     return True

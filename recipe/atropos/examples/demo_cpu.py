@@ -7,6 +7,8 @@ reward, loss, env shares, poll wait, step time, policy lag; first-5 vs last-5 re
 errors) and `<workdir>/reward_loss.png`.
 
 `--no-weight-sync` is the control: the server keeps the initial weights, so the reward must stay flat.
+`--rollout vllm` serves the environment from verl's own vLLM replicas (vLLM's CPU build, run from
+.venv-vllm: `scripts/demo.sh --rollout vllm`) instead of the hf_cpu backend.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from recipe.atropos.examples.tiny_model import build_tiny_qwen2
 DEMO_CONFIG = RECIPE_CONFIG_DIR / "demo_cpu.yaml"
 WORD_PIECE_DIRECTION = 8.0  # see tiny_model.build_tiny_qwen2
 WINDOW = 5
+# Trainer overrides and tiny-model heads per rollout backend: vLLM's CPU attention needs heads of
+# at least 32 dimensions (hidden 64 in 2 heads; hf_cpu keeps the demo's 4 heads of 16).
+ROLLOUTS: dict[str, tuple[list[str], dict[str, int]]] = {
+    "hf_cpu": ([], {}),
+    "vllm": (["+cpu_rollout=vllm"], {"num_heads": 2, "num_kv_heads": 1}),
+}
 
 
 def improvement_in_standard_errors(rewards: list[float], window: int = WINDOW) -> float:
@@ -64,13 +72,14 @@ def step_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def summarize(result: LaunchResult, weight_sync: bool, wall_s: float) -> dict[str, Any]:
+def summarize(result: LaunchResult, weight_sync: bool, wall_s: float, rollout: str = "hf_cpu") -> dict[str, Any]:
     rows = step_rows(result.steps)
     rewards = [row["mean_reward"] for row in rows if row["mean_reward"] is not None]
     first = rewards[:WINDOW]
     last = rewards[-WINDOW:]
     return {
         "mode": "weight_sync" if weight_sync else "no_weight_sync",
+        "rollout": rollout,
         "exit_code": result.exit_code,
         "steps_trained": len(rows),
         "wall_s": round(wall_s, 1),
@@ -108,19 +117,21 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def run_demo(workdir: Path, steps: int, weight_sync: bool, overrides: list[str], launcher_sets: list[str]) -> dict[str, Any]:
+def run_demo(workdir: Path, steps: int, weight_sync: bool, overrides: list[str], launcher_sets: list[str],
+             rollout: str = "hf_cpu") -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    model = build_tiny_qwen2(workdir / "tiny_qwen2", word_piece_direction=WORD_PIECE_DIRECTION)
+    rollout_overrides, heads = ROLLOUTS[rollout]
+    model = build_tiny_qwen2(workdir / "tiny_qwen2", word_piece_direction=WORD_PIECE_DIRECTION, **heads)
     data = write_arithmetic_parquet(workdir / "train.parquet", n=32)
     config = load_launcher_config(DEMO_CONFIG, [f"run_dir={workdir}", *launcher_sets])
     trainer_overrides = [
         f"actor_rollout_ref.model.path={model}", f"data.train_files={data}", f"data.val_files={data}",
         f"trainer.total_training_steps={steps}", f"trainer.default_local_dir={workdir / 'checkpoints'}",
-        f"trainer.atropos_inference.weight_sync={str(weight_sync).lower()}", *overrides,
+        f"trainer.atropos_inference.weight_sync={str(weight_sync).lower()}", *rollout_overrides, *overrides,
     ]
     started = time.monotonic()
     result = run_services(config, trainer_overrides)
-    summary = summarize(result, weight_sync, time.monotonic() - started)
+    summary = summarize(result, weight_sync, time.monotonic() - started, rollout)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     if summary["steps"]:
         plot(summary, workdir / "reward_loss.png")
@@ -135,7 +146,7 @@ def print_summary(summary: dict[str, Any], workdir: Path) -> None:
         shares = " ".join(f"{name}={share:.0%}" for name, share in row["env_shares"].items())
         print(f"{row['step']:>4} {fmt(row['mean_reward'], '7.3f')} {fmt(row['pg_loss'], '8.4f')} "
               f"{fmt(row['policy_lag_mean'], '4.1f')} {fmt(row['poll_wait_s'], '6.2f')} {fmt(row['step_time_s'], '6.2f')}  {shares}")
-    print(f"[demo] {summary['mode']}: reward first-5 {summary['reward_first5_mean']}, last-5 {summary['reward_last5_mean']}, "
+    print(f"[demo] {summary['mode']} on {summary['rollout']}: reward first-5 {summary['reward_first5_mean']}, last-5 {summary['reward_last5_mean']}, "
           f"improvement {summary['improvement_standard_errors']:.2f} standard errors; wall {summary['wall_s']}s; "
           f"exit {summary['exit_code']}; leftover processes {summary['leftover_pids']}")
     print(f"[demo] wrote {workdir / 'summary.json'} and {workdir / 'reward_loss.png'}")
@@ -147,10 +158,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--no-weight-sync", action="store_true", help="control run: serve the initial weights throughout")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="edit config/demo_cpu.yaml")
+    parser.add_argument("--rollout", choices=sorted(ROLLOUTS), default="hf_cpu",
+                        help="verl rollout backend serving the environment (vllm: run from .venv-vllm)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the trainer")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
-    summary = run_demo(workdir, args.steps, not args.no_weight_sync, args.overrides, args.set)
+    summary = run_demo(workdir, args.steps, not args.no_weight_sync, args.overrides, args.set, args.rollout)
     print_summary(summary, workdir)
     sys.exit(summary["exit_code"] or (1 if summary["leftover_pids"] else 0))
 
