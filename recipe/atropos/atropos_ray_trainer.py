@@ -39,6 +39,7 @@ from recipe.atropos.data.to_dataproto import fill_missing_rollout_log_probs, sco
 from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
 from recipe.atropos.policy_server.service import InferenceService, serve_replicas
 from recipe.atropos.policy_server.settings import InferenceConfig
+from recipe.atropos.policy_server.sync_check import WeightSyncCheck, probe_group
 from recipe.atropos.source.batch_journal import RunIdentity
 from recipe.atropos.source.batch_source import AtroposBatchSource, AtroposStopError, Registration
 
@@ -86,6 +87,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         # hf_cpu loads weights under the lock its generations hold (verl_patches/hf_cpu_rollout.py): a
         # sync only has to stop new requests, and the ones in flight finish while the weights travel.
         self.replica_orders_weight_loads = self.config.actor_rollout_ref.rollout.name == "hf_cpu"
+        tokens = min(self.inference_config.sync_check_tokens, self.max_response_length)
+        self.sync_check = WeightSyncCheck(tokens, self.inference_config.sync_check_max_gap) if tokens else None
 
     # ------------------------------------------------------------------ the policy server for environments
     def _start_inference_service(self) -> None:
@@ -95,7 +98,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             self.llm_server_manager.server_handles, self.tokenizer, self.inference_config,
             batched=self.config.actor_rollout_ref.rollout.name == "hf_cpu", registry=self.batch_source.version_registry,
             policy_version=self.global_steps, endpoint_path=self.inference_config.endpoint_path(str(self.config.trainer.default_local_dir)),
-            tokenizer_path=str(model.get("tokenizer_path") or model.path))
+            tokenizer_path=str(model.get("tokenizer_path") or model.path),
+            replica_addresses=[str(address) for address in self.llm_server_manager.server_addresses])
 
     def _pause_inference(self, timing_raw: dict, wait: bool = True) -> None:
         if self.inference is not None and self.inference.proxy.is_open:
@@ -115,6 +119,27 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             version = None  # still the initial weights
         if self.inference is not None:
             self.inference.resume(version)
+
+    def _check_weight_sync(self, batch: DataProto, metrics: dict, timing_raw: dict) -> None:
+        """Served vs recomputed log-probs of a greedy probe (policy_server/sync_check.py)."""
+        if self.sync_check is None or self.inference is None:
+            return
+        with marked_timer("sync_check", timing_raw, color="blue"):
+            metrics.update(self.sync_check.run(
+                batch, generate=lambda prompt, params: self.inference.generate(prompt, params, timeout=600.0)[0],
+                recompute=self._actor_log_probs))
+
+    def _actor_log_probs(self, prompt_ids: list[int], completion_ids: list[int]) -> np.ndarray:
+        """The actor's log-probs of `completion_ids` after `prompt_ids` (at temperature 1)."""
+        # verl's worker group splits rows over its ranks, each rank into micro-batches of a fixed size.
+        rollout = self.config.actor_rollout_ref.rollout
+        micro_batch = 1 if rollout.get("log_prob_use_dynamic_bsz", False) else int(rollout.log_prob_micro_batch_size_per_gpu or 1)
+        group = probe_group(prompt_ids, completion_ids, rows=self.actor_rollout_wg.world_size * micro_batch)
+        data = scored_data_to_dataproto([group], pad_token_id=self.pad_token_id, max_prompt_length=self.max_prompt_length,
+                                        max_response_length=self.max_response_length)
+        data.meta_info["global_token_num"] = torch.sum(data.batch["attention_mask"], dim=-1).tolist()  # as verl's fit sets it
+        log_probs, _ = self._compute_old_log_prob(data)
+        return log_probs.batch["old_log_probs"][0, : len(completion_ids)].numpy()
 
     # ------------------------------------------------------------------ verl's pieces, Atropos-aware
     def _compute_advantage(self, batch: DataProto) -> DataProto:
@@ -221,6 +246,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             self.batch_source.checkpoint_saved(self.global_steps)
         self.batch_source.step_trained(self.global_steps, checkpointing=save_freq > 0)
         self._sync_weights(timing_raw)
+        self._check_weight_sync(batch, metrics, timing_raw)
         return batch
 
     def _checkpoint_folder(self, step: int) -> str:

@@ -29,12 +29,11 @@ from recipe.atropos.examples.tiny_model import build_tiny_qwen2
 DEMO_CONFIG = RECIPE_CONFIG_DIR / "demo_cpu.yaml"
 WORD_PIECE_DIRECTION = 8.0  # see tiny_model.build_tiny_qwen2
 WINDOW = 5
-# Trainer overrides and tiny-model heads per rollout backend: vLLM's CPU attention needs heads of
-# at least 32 dimensions (hidden 64 in 2 heads; hf_cpu keeps the demo's 4 heads of 16).
-ROLLOUTS: dict[str, tuple[list[str], dict[str, int]]] = {
-    "hf_cpu": ([], {}),
-    "vllm": (["+cpu_rollout=vllm"], {"num_heads": 2, "num_kv_heads": 1}),
-}
+# The demo's tiny Qwen2 has 2 attention heads of 32 dimensions (hidden 64): vLLM's CPU attention
+# refuses heads of 16, and both rollouts serve the same model so that their runs compare.
+DEMO_MODEL_HEADS = {"num_heads": 2, "num_kv_heads": 1}
+# Trainer overrides per rollout backend.
+ROLLOUTS: dict[str, list[str]] = {"hf_cpu": [], "vllm": ["+cpu_rollout=vllm"]}
 
 
 def improvement_in_standard_errors(rewards: list[float], window: int = WINDOW) -> float:
@@ -68,6 +67,10 @@ def step_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "policy_version": data.get("atropos/inference/policy_version"),
             "entropy": data.get("actor/entropy"),
             "from_atropos": data.get("atropos/from_atropos"),
+            "completion_tokens": data.get("atropos/inference/completion_tokens"),  # served so far
+            # trainer.atropos_inference.sync_check_tokens > 0: served vs recomputed log-probs after the sync.
+            **{f"sync_check_{k.removeprefix('atropos/sync_check/')}": v for k, v in data.items()
+               if k.startswith("atropos/sync_check/")},
         })
     return rows
 
@@ -120,14 +123,13 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 def run_demo(workdir: Path, steps: int, weight_sync: bool, overrides: list[str], launcher_sets: list[str],
              rollout: str = "hf_cpu") -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    rollout_overrides, heads = ROLLOUTS[rollout]
-    model = build_tiny_qwen2(workdir / "tiny_qwen2", word_piece_direction=WORD_PIECE_DIRECTION, **heads)
+    model = build_tiny_qwen2(workdir / "tiny_qwen2", word_piece_direction=WORD_PIECE_DIRECTION, **DEMO_MODEL_HEADS)
     data = write_arithmetic_parquet(workdir / "train.parquet", n=32)
     config = load_launcher_config(DEMO_CONFIG, [f"run_dir={workdir}", *launcher_sets])
     trainer_overrides = [
         f"actor_rollout_ref.model.path={model}", f"data.train_files={data}", f"data.val_files={data}",
         f"trainer.total_training_steps={steps}", f"trainer.default_local_dir={workdir / 'checkpoints'}",
-        f"trainer.atropos_inference.weight_sync={str(weight_sync).lower()}", *rollout_overrides, *overrides,
+        f"trainer.atropos_inference.weight_sync={str(weight_sync).lower()}", *ROLLOUTS[rollout], *overrides,
     ]
     started = time.monotonic()
     result = run_services(config, trainer_overrides)

@@ -117,6 +117,11 @@ class ServicesLauncher:
         return [p for p in started if p.process is not None]
 
     def start(self) -> None:
+        self.start_trainer()
+        self.environments.start_all(self.inference, trainer_alive=self.trainer.running)
+
+    def start_trainer(self) -> dict:
+        """run-api, then the trainer; returns its policy server's endpoint record once it answers."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_file.unlink(missing_ok=True)
         self.environments.names_file.unlink(missing_ok=True)
@@ -130,7 +135,7 @@ class ServicesLauncher:
         logger.info("trainer pid %d; waiting for its policy server (log %s)", self.trainer.pid, self.trainer.log_path)
         endpoint = self.inference.wait_ready(self.config.trainer.ready_timeout, alive=self.trainer.running)
         logger.info("policy server ready at %s", endpoint["base_url"])
-        self.environments.start_all(self.inference, trainer_alive=self.trainer.running)
+        return endpoint
 
     def monitor(self) -> int:
         """Until the trainer exits: a progress bar over its steps; returns its exit code."""

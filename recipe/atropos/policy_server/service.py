@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 
 from recipe.atropos.policy_server.routes import PolicyApi, build_app
-from recipe.atropos.policy_server.proxy import InferenceProxy
+from recipe.atropos.policy_server.proxy import Completion, InferenceProxy
 from recipe.atropos.policy_server.settings import InferenceConfig
 from recipe.atropos.source.policy_versions import PolicyVersionRegistry
 
@@ -111,6 +111,11 @@ class InferenceService:
             raise RuntimeError("inference service is not running")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
+    def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], n: int = 1,
+                 timeout: float | None = None) -> list[Completion]:
+        """`n` completions through the proxy (its gate, round-robin and version tags), from the trainer's thread."""
+        return self._run(self.proxy.generate(prompt_ids, sampling_params, n), timeout)
+
     def pause(self, drain_timeout: float, wait: bool = True) -> bool:
         """Close the gate and drain (bounded); False when requests were still in flight at the timeout.
         `wait=False`: close the gate only (InferenceProxy.pause)."""
@@ -128,16 +133,19 @@ class InferenceService:
 
 def serve_replicas(server_handles: list, tokenizer: Any, settings: InferenceConfig, *, batched: bool,
                    registry: PolicyVersionRegistry, policy_version: int, endpoint_path: str,
-                   tokenizer_path: str) -> InferenceService:
+                   tokenizer_path: str, replica_addresses: list[str] | None = None) -> InferenceService:
     """The policy server over verl's rollout replica handles, started, its endpoint file written.
 
     `batched`: the replicas take one request for all `n` completions (hf_cpu); otherwise `n`
-    concurrent calls. Served completions are recorded in `registry` with their policy version."""
+    concurrent calls. Served completions are recorded in `registry` with their policy version.
+    `replica_addresses` (verl's own servers' host:port, e.g. vLLM's OpenAI server) go into the
+    endpoint file for diagnostics and benchmarks; environments use the proxy."""
     proxy = InferenceProxy(server_handles, batched=batched, request_wait_timeout=settings.request_wait_timeout,
                            registry=registry)
     proxy.policy_version = policy_version
     service = InferenceService(proxy, tokenizer, settings.model_name, settings.host, settings.port)
     service.start()
-    write_endpoint_file(endpoint_path, service.endpoint_record(tokenizer=tokenizer_path))
+    write_endpoint_file(endpoint_path, service.endpoint_record(tokenizer=tokenizer_path,
+                                                               replica_addresses=list(replica_addresses or [])))
     logger.info("policy server for environments at %s (endpoint file %s)", service.base_url, endpoint_path)
     return service

@@ -25,6 +25,8 @@ class InferenceConfig:
     weight_sync: bool
     drain_timeout: float
     request_wait_timeout: float
+    sync_check_tokens: int
+    sync_check_max_gap: float | None
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | DictConfig | None = None) -> InferenceConfig:
@@ -35,6 +37,16 @@ class InferenceConfig:
         for name in ("drain_timeout", "request_wait_timeout"):
             if getattr(config, name) <= 0:
                 raise ValueError(f"trainer.atropos_inference.{name} must be > 0, got {getattr(config, name)}")
+        if config.sync_check_tokens < 0:
+            raise ValueError(f"trainer.atropos_inference.sync_check_tokens must be >= 0 (0: off), got {config.sync_check_tokens}")
+        if config.sync_check_max_gap is not None and config.sync_check_max_gap <= 0:
+            raise ValueError(f"trainer.atropos_inference.sync_check_max_gap must be > 0 or null, got {config.sync_check_max_gap}")
+        if config.sync_check_tokens and not config.enable:
+            raise ValueError("trainer.atropos_inference.sync_check_tokens checks what the policy server serves: it needs "
+                             "trainer.atropos_inference.enable=true")
+        if config.sync_check_max_gap is not None and not config.sync_check_tokens:
+            raise ValueError("trainer.atropos_inference.sync_check_max_gap is set but the check is off: "
+                             "set trainer.atropos_inference.sync_check_tokens > 0")
         return config
 
     def endpoint_path(self, default_local_dir: str) -> str:

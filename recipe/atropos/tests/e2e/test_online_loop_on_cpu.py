@@ -1,7 +1,7 @@
 """The online loop, end to end through the launcher (a short CPU demo): real `run-api`, the trainer
 (RayGRPOAtroposTrainer on verl, CPU mode) serving its hf_cpu replica as the policy server, two
 `learnable` BaseEnv processes (weights 0.7 / 0.3) generating through it, verl's token-level rollout
-importance sampling on the environments' inference_logprobs."""
+importance sampling on the environments' inference_logprobs, the weight-sync check after every step."""
 
 import psutil
 import pytest
@@ -12,6 +12,7 @@ from recipe.atropos.launcher.services import run_services
 from recipe.atropos.launcher.config import LauncherConfigError, load_launcher_config
 from recipe.atropos.examples.local_dataset import write_arithmetic_parquet
 from recipe.atropos.examples.tiny_model import build_tiny_qwen2
+from recipe.atropos.tests.helpers.launcher_helpers import SYNC_CHECK_FP32
 
 STEPS = 8
 
@@ -32,7 +33,7 @@ def test_loop_trains_on_environment_rollouts_from_the_served_policy(tmp_path):
         f"trainer.total_training_steps={STEPS}", "actor_rollout_ref.rollout.n=4", "data.train_batch_size=10",
         "actor_rollout_ref.actor.ppo_mini_batch_size=10", "trainer.atropos.fallback_to_grpo=false",
         f"trainer.default_local_dir={tmp_path / 'ckpt'}",
-        "algorithm.rollout_correction.rollout_is=token",
+        "algorithm.rollout_correction.rollout_is=token", *SYNC_CHECK_FP32,
     ])
     log = (result.run_dir / "logs" / "trainer.log").read_text(errors="replace")[-3000:]
     assert result.exit_code == 0, log
@@ -54,6 +55,14 @@ def test_loop_trains_on_environment_rollouts_from_the_served_policy(tmp_path):
     # once the data is a step behind the trained policy.
     is_means = [s["rollout_corr/rollout_is_mean"] for s in steps]
     assert any(abs(mean - 1.0) > 1e-3 for mean in is_means[1:]), is_means
+    # After every sync the policy server serves the trained weights: a greedy probe's served log-probs
+    # equal the actor's recomputation, and they move with every step's update.
+    assert all(s["atropos/sync_check/tokens"] >= 1 for s in steps)
+    assert [s["atropos/sync_check/policy_version"] for s in steps] == list(range(1, STEPS + 1))
+    assert all(s["atropos/sync_check/logprob_gap_max"] < 1e-3 for s in steps), [
+        s["atropos/sync_check/logprob_gap_max"] for s in steps]
+    first_token = [s["atropos/sync_check/first_token_logprob"] for s in steps]
+    assert all(a != b for a, b in zip(first_token, first_token[1:])), first_token
 
     # The mix follows the weights, named by environment.
     assert set(result.measured_shares) == {"learnable", "learnable_b"}

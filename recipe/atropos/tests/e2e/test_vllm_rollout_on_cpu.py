@@ -1,11 +1,19 @@
 """The online loop on verl's own vLLM rollout (vLLM's CPU build): the demo through the launcher, with
 verl's vLLM replicas serving the `learnable` environment through the policy server and receiving the
-actor's weights every step (verl_patches.vllm_cpu). Runs in .venv-vllm (`scripts/setup.sh vllm`;
+actor's weights every step (verl_patches.vllm_cpu). While it trains, the test itself calls the policy
+server (the proxy's per-sample branch over a real vLLM replica); after every sync the weight-sync check
+compares vLLM's log-probs of a greedy probe with the actor's. Runs in .venv-vllm (`scripts/setup.sh vllm`;
 `.venv-vllm/bin/python -m pytest -m vllm`); skipped where vllm-cpu is not installed."""
 
+import math
+import threading
+
 import pytest
+import requests
 
 from recipe.atropos.examples.demo_cpu import run_demo
+from recipe.atropos.launcher.inference_manager import UnifiedInferenceManager
+from recipe.atropos.tests.helpers.launcher_helpers import SYNC_CHECK_FP32
 from verl_patches.vllm_cpu import SUPPORTED_VLLM_CPU, installed_vllm_cpu
 
 pytestmark = [
@@ -15,14 +23,56 @@ pytestmark = [
 ]
 
 STEPS = 4
+SAMPLES = 4
+
+
+def seeded_group_request(base_url: str) -> dict:
+    """What an Atropos environment posts for a group: n samples of one prompt, here with a seed."""
+    body = {"prompt": {"prompt_token_ids": [9707, 11, 1879, 0]}, "n": SAMPLES, "seed": 1234,
+            "temperature": 1.0, "max_tokens": 8, "logprobs": 0}
+    answer = requests.post(f"{base_url}/generate", json=body, timeout=300)
+    answer.raise_for_status()
+    return answer.json()
 
 
 def test_demo_trains_on_rollouts_served_by_verls_vllm_replicas(tmp_path):
-    summary = run_demo(tmp_path / "demo", STEPS, weight_sync=True, overrides=[], launcher_sets=[], rollout="vllm")
-    trainer_log = (tmp_path / "demo" / "logs" / "trainer.log").read_text(errors="replace")
+    workdir = tmp_path / "demo"
+    demo_done = threading.Event()
+    answers, probe_errors = [], []
+
+    def probe() -> None:  # an environment-like client, beside the launcher (which needs the main thread)
+        try:
+            endpoint = UnifiedInferenceManager(workdir / "inference_endpoint.json").wait_ready(
+                timeout=900, alive=lambda: not demo_done.is_set())
+            answers.extend(seeded_group_request(endpoint["base_url"]) for _ in range(2))
+        except Exception as error:  # reported by the assertion below
+            probe_errors.append(repr(error))
+
+    prober = threading.Thread(target=probe, name="policy-server-probe", daemon=True)
+    prober.start()
+    try:
+        summary = run_demo(workdir, STEPS, weight_sync=True, launcher_sets=[], rollout="vllm",
+                           overrides=SYNC_CHECK_FP32)
+    finally:
+        demo_done.set()
+        prober.join()
+    trainer_log = (workdir / "logs" / "trainer.log").read_text(errors="replace")
     assert summary["exit_code"] == 0, trainer_log[-3000:]
     assert summary["rollout"] == "vllm"
     assert "vLLMHttpServer" in trainer_log and "HFCPUServer" not in trainer_log  # verl's vLLM server, not hf_cpu
+
+    # The proxy's per-sample branch on vLLM: n samples of a seeded request are n different samples, each
+    # with one log-prob per token; versions are the replica's, never ahead of the trainer.
+    assert probe_errors == [] and len(answers) == 2
+    for answer in answers:
+        samples = answer["token_ids"]
+        assert len(samples) == SAMPLES and len({tuple(s) for s in samples}) == SAMPLES, samples
+        for tokens, logprobs in zip(samples, answer["logprobs"]):
+            assert len(logprobs) == len(tokens) >= 1
+            assert all(math.isfinite(v) and v <= 0 for entry in logprobs for v in entry[0].values())
+        assert 0 <= answer["policy_version"] <= STEPS
+    assert answers[0]["policy_version"] <= answers[1]["policy_version"]
+
     steps = summary["steps"]
     assert [row["step"] for row in steps] == list(range(1, STEPS + 1))
     assert all(row["from_atropos"] == 1.0 for row in steps)
@@ -30,4 +80,11 @@ def test_demo_trains_on_rollouts_served_by_verls_vllm_replicas(tmp_path):
     # trained data stays within the demo's max_policy_lag of the trained policy.
     assert [row["policy_version"] for row in steps] == list(range(1, STEPS + 1))
     assert steps[-1]["policy_lag_mean"] <= 2
+    # After every sync vLLM serves the actor's weights: its log-probs of a greedy probe equal the actor's
+    # recomputation, the probe is tagged with the version vLLM reports, and it moves with every update.
+    assert all(row["sync_check_tokens"] >= 1 for row in steps)
+    assert [row["sync_check_policy_version"] for row in steps] == list(range(1, STEPS + 1))
+    assert all(row["sync_check_logprob_gap_max"] < 1e-3 for row in steps), steps
+    first_token = [row["sync_check_first_token_logprob"] for row in steps]
+    assert all(a != b for a, b in zip(first_token, first_token[1:])), first_token
     assert summary["leftover_pids"] == []

@@ -14,6 +14,11 @@ from recipe.atropos.examples.tiny_model import build_tiny_qwen2
 ROOT = Path(__file__).resolve().parents[4]
 LAUNCHER = ROOT / "recipe" / "atropos" / "launch_atropos_verl_services.py"
 DEMO_CONFIG = ROOT / "recipe" / "atropos" / "config" / "demo_cpu.yaml"
+# Trainer overrides of the tests that check the weight sync to 1e-3 (policy_server/sync_check.py): the
+# probe after every sync, and the actor in fp32 as both CPU rollouts sample (verl's default bf16
+# autocast alone is a 3e-2 gap; the CPU platform keeps it, as fp32 steps take about twice as long here).
+SYNC_CHECK_FP32 = ["trainer.atropos_inference.sync_check_tokens=8",
+                   "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32"]
 
 
 def start_launcher(tmp_path, *sets):
