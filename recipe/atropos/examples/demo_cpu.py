@@ -68,6 +68,9 @@ def step_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "entropy": data.get("actor/entropy"),
             "from_atropos": data.get("atropos/from_atropos"),
             "completion_tokens": data.get("atropos/inference/completion_tokens"),  # served so far
+            "drain_timeouts": data.get("atropos/inference/drain_timeouts"),  # so far
+            "straddled_completions": data.get("atropos/inference/straddled_completions"),  # so far
+            "cache_resets": data.get("atropos/inference/cache_resets"),  # so far
             # trainer.atropos_inference.sync_check_tokens > 0: served vs recomputed log-probs after the sync.
             **{f"sync_check_{k.removeprefix('atropos/sync_check/')}": v for k, v in data.items()
                if k.startswith("atropos/sync_check/")},

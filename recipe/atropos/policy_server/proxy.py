@@ -6,6 +6,20 @@ with the policy version that produced it (recorded in a `PolicyVersionRegistry`)
 gate the trainer closes around weight syncs: requests in flight are drained (bounded by a drain
 timeout, which is logged and counted, never raised), new requests wait (bounded) until it opens.
 
+After a drain timeout the weights can change while a request is decoded (vLLM swaps them between
+decode steps): its first tokens come from the old weights, the last from the new. Such a completion
+is tagged with the oldest version that may have produced a token (the one it was admitted at), so
+the policy lag and `max_policy_lag` hold for every token of it; the newest is kept beside it and the
+completion counted in `straddled_completions` (verl's own trainer keeps the same pair as
+min/max_global_steps). Replicas that serve a request on one version and report it (hf_cpu) are
+taken at their word.
+
+vLLM cannot reset its prefix cache while requests hold blocks ("Failed to reset prefix cache because
+some blocks are not freed yet", after verl's reset in update_weights), so after a drain timeout its
+cache may still hold prompt KV computed by the old weights. The gate then reopens only once the
+requests admitted before the update are done and the replicas' caches are reset (`cache_resets`):
+new requests wait (bounded by `request_wait_timeout`), the trainer does not.
+
 The gate and counters live on the event loop that serves HTTP; the trainer calls them from its
 own thread through `InferenceService`.
 """
@@ -34,7 +48,12 @@ class Completion:
     token_ids: list[int]
     logprobs: list[float]
     finish_reason: str  # "stop" or "length", as vLLM reports them
-    policy_version: int
+    policy_version: int  # the oldest weights that may have produced a token (what the policy lag counts)
+    newest_policy_version: int  # the weights in place when it came back (newer: it straddled a weight update)
+
+    @property
+    def straddled_update(self) -> bool:
+        return self.newest_policy_version > self.policy_version
 
 
 @dataclasses.dataclass
@@ -45,6 +64,8 @@ class ProxyStats:
     rejected_requests: int = 0  # waited past request_wait_timeout at a closed gate
     pauses: int = 0
     drain_timeouts: int = 0
+    straddled_completions: int = 0  # generated across a weight update (after a drain timeout)
+    cache_resets: int = 0  # replica caches reset once those requests were done
     last_drain_s: float = 0.0
 
 
@@ -94,6 +115,8 @@ class InferenceProxy:
         self._open: asyncio.Event | None = None
         self._idle: asyncio.Condition | None = None
         self._in_flight = 0
+        self._caches_stale = False  # weights changed under requests in flight (a drain timed out)
+        self._reopening: asyncio.Task | None = None
 
     def _ensure_loop_state(self) -> None:
         # Made lazily on the serving loop: asyncio primitives belong to the loop that first uses them.
@@ -124,7 +147,7 @@ class InferenceProxy:
         self._in_flight += 1
         self.stats.requests += 1
         try:
-            completions = await self._generate_on_replica(prompt_ids, sampling_params, n)
+            completions = await self._generate_on_replica(prompt_ids, sampling_params, n, self.policy_version)
         finally:
             self._in_flight -= 1
             async with self._idle:
@@ -133,9 +156,11 @@ class InferenceProxy:
             self.registry.record(completion.token_ids, completion.policy_version)
             self.stats.completion_tokens += len(completion.token_ids)
         self.stats.completions += len(completions)
+        self.stats.straddled_completions += sum(c.straddled_update for c in completions)
         return completions
 
-    async def _generate_on_replica(self, prompt_ids: list[int], sampling_params: dict[str, Any], n: int) -> list[Completion]:
+    async def _generate_on_replica(self, prompt_ids: list[int], sampling_params: dict[str, Any], n: int,
+                                   admitted_version: int) -> list[Completion]:
         server = self.servers[next(self._next_server)]
         params = dict(sampling_params, logprobs=True)
         if self.batched:
@@ -146,12 +171,9 @@ class InferenceProxy:
                       sampling_params=per_sample_params(params, index))
                 for index in range(n)
             ])
-        # Read when the completions are back: after a drain timeout a weight update may have landed
-        # while they were decoded (the replica's own report, when it gives one and is older, wins).
-        return [self._completion(output, self.policy_version) for output in outputs]
+        return [self._completion(output, admitted_version, self.policy_version) for output in outputs]
 
-    @staticmethod
-    def _completion(output: Any, version: int) -> Completion:
+    def _completion(self, output: Any, admitted_version: int, current_version: int) -> Completion:
         extra = getattr(output, "extra_fields", None) or {}
         token_ids = [int(t) for t in output.token_ids]
         logprobs = list(output.log_probs or [])
@@ -159,8 +181,11 @@ class InferenceProxy:
             raise RuntimeError(f"replica returned {len(logprobs)} logprobs for {len(token_ids)} tokens")
         # verl's stop reasons: "completed" (EOS/stop), "length", "aborted", None; vLLM's: "stop", "length", "abort".
         finish = {"length": "length", "aborted": "abort"}.get(output.stop_reason, "stop")
+        # vLLM reads its global_steps when the request ends; hf_cpu, the one version it served the batch on.
         served = extra.get("global_steps")
-        return Completion(token_ids, logprobs, finish, version if served is None else min(int(served), version))
+        newest = current_version if served is None else min(int(served), current_version)
+        oldest = newest if self.batched else min(admitted_version, newest)
+        return Completion(token_ids, logprobs, finish, oldest, newest)
 
     async def pause(self, drain_timeout: float, wait: bool = True) -> bool:
         """Close the gate and wait for requests in flight; False (logged, counted) when the drain timed out.
@@ -180,7 +205,8 @@ class InferenceProxy:
             drained = True
         except asyncio.TimeoutError:
             self.stats.drain_timeouts += 1
-            logger.warning("inference proxy: %d request(s) still in flight after the %.1fs drain timeout; "
+            self._caches_stale = True
+            logger.warning("inference proxy: %d request(s) still in flight after the %gs drain timeout; "
                            "updating weights anyway (drain timeouts so far: %d)",
                            self._in_flight, drain_timeout, self.stats.drain_timeouts)
             drained = False
@@ -188,8 +214,29 @@ class InferenceProxy:
         return drained
 
     async def resume(self, policy_version: int | None = None) -> None:
-        """Open the gate; completions served from now on carry `policy_version`."""
+        """Open the gate; completions served from now on carry `policy_version`. After a drain timeout the
+        gate opens later, once the replicas' caches are clean (see the module docstring)."""
         self._ensure_loop_state()
         if policy_version is not None:
             self.policy_version = int(policy_version)
-        self._open.set()
+        if self._caches_stale:
+            self._reopening = asyncio.ensure_future(self._reopen_with_clean_caches(self.stats.pauses))
+        else:
+            self._open.set()
+
+    async def _reopen_with_clean_caches(self, pauses: int) -> None:
+        straddling = self._in_flight
+        async with self._idle:
+            await self._idle.wait_for(lambda: self._in_flight == 0)
+        try:
+            await asyncio.gather(*(_call(server.clear_kv_cache) for server in self.servers))
+        except Exception:  # serving on is better than a closed gate; the error says what may be stale
+            logger.exception("inference proxy: resetting the replicas' caches after a drain timeout failed; "
+                             "prompt KV of the previous weights may be reused")
+        else:
+            self.stats.cache_resets += 1
+            logger.info("inference proxy: reset the replicas' caches after the %d request(s) in flight during the "
+                        "weight update were done; accepting requests again", straddling)
+        self._caches_stale = False
+        if self.stats.pauses == pauses:  # not closed again for the next sync meanwhile
+            self._open.set()

@@ -6,7 +6,9 @@
   `prompt_token_ids`, `token_ids`; and `GET /health` (polled every second by environments).
 - OpenAI's `/v1/completions`, `/v1/chat/completions` and `/v1/models` for `--openai.server_type openai`.
 
-Every answer carries `policy_version` (the global step of the weights that produced it).
+Every answer carries `policy_version` (the global step of the oldest weights that produced it);
+`/generate` also `policy_version_span`, `[oldest, newest]` per completion (they differ when weights
+were updated while it was decoded, after a drain timeout).
 Bad requests get 400 naming the field; a request that waited too long at the weight-sync gate, 503.
 """
 
@@ -116,6 +118,7 @@ class PolicyApi:
             "prompt_token_ids": prompt_ids,
             "token_ids": [c.token_ids for c in completions],
             "policy_version": min(c.policy_version for c in completions),
+            "policy_version_span": [[c.policy_version, c.newest_policy_version] for c in completions],
         }
         if body.get("logprobs") is not None:
             answer["logprobs"] = [

@@ -102,6 +102,8 @@ class InferenceService:
             "atropos/inference/completions": float(stats.completions),
             "atropos/inference/completion_tokens": float(stats.completion_tokens),
             "atropos/inference/drain_timeouts": float(stats.drain_timeouts),
+            "atropos/inference/straddled_completions": float(stats.straddled_completions),
+            "atropos/inference/cache_resets": float(stats.cache_resets),
             "atropos/inference/rejected_requests": float(stats.rejected_requests),
             "atropos/inference/last_drain_s": float(stats.last_drain_s),
         }

@@ -16,13 +16,20 @@ class SeededReplica:
         self.reports_version = reports_version
         self.release = None
         self.seen_seeds = []
+        self.in_flight = 0
+        self.cache_resets_while_busy = []  # requests decoding when clear_kv_cache came
+
+    async def clear_kv_cache(self):
+        self.cache_resets_while_busy.append(self.in_flight)
 
     async def generate(self, request_id, prompt_ids, sampling_params):
         seed = sampling_params.get("seed")
         self.seen_seeds.append(seed)
         rng = random.Random(seed) if seed is not None else random.Random()
+        self.in_flight += 1
         if self.release is not None:
             await self.release.wait()
+        self.in_flight -= 1
         tokens = [rng.randrange(1000) for _ in range(8)]
         extra = {} if self.reports_version is None else {"global_steps": self.reports_version}
         return SimpleNamespace(token_ids=tokens, log_probs=[-1.0] * 8, stop_reason="length", extra_fields=extra)
@@ -61,12 +68,86 @@ def straddling_completion(reports_version):
     return asyncio.run(run())
 
 
-def test_a_completion_that_straddles_an_update_is_tagged_with_the_version_at_completion():
-    completions, proxy = straddling_completion(reports_version=None)
-    assert [c.policy_version for c in completions] == [3, 3]
-    assert proxy.registry.lookup(completions[0].token_ids) == 3
-
-
-def test_the_replicas_own_report_wins_when_it_is_older():
-    completions, _ = straddling_completion(reports_version=2)
+def test_a_completion_that_straddles_an_update_counts_from_the_weights_it_started_on():
+    """vLLM reads its version when the request ends (3 here); the first tokens came from version 2, so the
+    lag (and max_policy_lag) counts from 2, and the straddle is counted."""
+    completions, proxy = straddling_completion(reports_version=3)
     assert [c.policy_version for c in completions] == [2, 2]
+    assert [c.newest_policy_version for c in completions] == [3, 3]
+    assert proxy.registry.lookup(completions[0].token_ids) == 2
+    assert proxy.stats.straddled_completions == 2 and proxy.stats.drain_timeouts == 1
+
+
+def test_a_replica_without_a_report_is_tagged_with_the_span_of_the_proxys_versions():
+    completions, _ = straddling_completion(reports_version=None)
+    assert [(c.policy_version, c.newest_policy_version) for c in completions] == [(2, 3), (2, 3)]
+
+
+def test_a_replica_that_reports_the_old_version_did_not_straddle():
+    completions, proxy = straddling_completion(reports_version=2)
+    assert [(c.policy_version, c.newest_policy_version) for c in completions] == [(2, 2), (2, 2)]
+    assert proxy.stats.straddled_completions == 0
+
+
+def test_a_request_admitted_after_the_update_is_not_a_straddle():
+    async def run():
+        proxy = InferenceProxy([SeededReplica(reports_version=3)])
+        proxy.policy_version = 2
+        await proxy.pause(drain_timeout=0.01)
+        await proxy.resume(policy_version=3)
+        return await proxy.generate([1, 2], {}, n=2), proxy
+
+    completions, proxy = asyncio.run(run())
+    assert [(c.policy_version, c.newest_policy_version) for c in completions] == [(3, 3), (3, 3)]
+    assert proxy.stats.straddled_completions == 0
+
+
+def test_after_a_drain_timeout_the_gate_reopens_once_the_straddlers_are_done_and_caches_reset():
+    """vLLM's prefix cache cannot be reset while requests hold blocks: new requests would reuse prompt KV of
+    the old weights. They wait until the requests in flight are done and the cache is reset."""
+    async def run():
+        replica = SeededReplica(reports_version=3)
+        replica.release = asyncio.Event()
+        proxy = InferenceProxy([replica])
+        proxy.policy_version = 2
+        straddler = asyncio.ensure_future(proxy.generate([1, 2], {}, n=1))
+        while proxy.in_flight == 0:
+            await asyncio.sleep(0.001)
+        assert await proxy.pause(drain_timeout=0.01) is False
+        await proxy.resume(policy_version=3)
+        assert not proxy.is_open  # the straddler still decodes
+        newcomer = asyncio.ensure_future(proxy.generate([1, 2], {}, n=1))
+        await asyncio.sleep(0.05)
+        assert not newcomer.done() and replica.cache_resets_while_busy == []
+        replica.release.set()
+        served = await newcomer
+        await straddler
+        return replica, proxy, served
+
+    replica, proxy, served = asyncio.run(run())
+    assert replica.cache_resets_while_busy == [0]  # reset once, with nothing decoding
+    assert proxy.stats.cache_resets == 1 and proxy.is_open
+    assert served[0].policy_version == 3 and not served[0].straddled_update
+
+
+def test_the_gate_stays_closed_when_the_next_sync_closed_it_before_the_caches_were_reset():
+    async def run():
+        replica = SeededReplica(reports_version=3)
+        replica.release = asyncio.Event()
+        proxy = InferenceProxy([replica])
+        straddler = asyncio.ensure_future(proxy.generate([1, 2], {}, n=1))
+        while proxy.in_flight == 0:
+            await asyncio.sleep(0.001)
+        await proxy.pause(drain_timeout=0.01)
+        await proxy.resume(policy_version=1)
+        pausing = asyncio.ensure_future(proxy.pause(drain_timeout=30.0))  # the next sync, draining
+        await asyncio.sleep(0.01)
+        replica.release.set()
+        await straddler
+        assert await pausing is True
+        while proxy.stats.cache_resets == 0:
+            await asyncio.sleep(0.001)
+        return proxy
+
+    proxy = asyncio.run(run())
+    assert not proxy.is_open  # the trainer's second sync holds it until its own resume

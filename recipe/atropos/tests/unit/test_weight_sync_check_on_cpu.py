@@ -39,7 +39,8 @@ def run_check(served_logprobs, recomputed, max_gap=None, version=3):
     def generate(prompt_ids, params):
         seen["generate"] = (prompt_ids, params)
         return Completion(token_ids=[21, 22, 23][: len(served_logprobs)], logprobs=served_logprobs,
-                          finish_reason="length", policy_version=version)
+                          finish_reason="length", policy_version=version,
+                          newest_policy_version=version)
 
     def recompute(prompt_ids, completion_ids):
         seen["recompute"] = (prompt_ids, completion_ids)
