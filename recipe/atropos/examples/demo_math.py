@@ -26,7 +26,7 @@ import pandas as pd
 
 from recipe.atropos.envs import answer_scoring
 from recipe.atropos.envs.math_env import SYSTEM_PROMPT, heldout_items
-from recipe.atropos.examples.demo_cpu import improvement_in_standard_errors, step_rows
+from recipe.atropos.examples.demo_cpu import WINDOW, improvement_in_standard_errors, step_rows
 from recipe.atropos.examples.smollm2_model import prepare_smollm2
 from recipe.atropos.launcher.config import RECIPE_CONFIG_DIR, load_launcher_config
 from recipe.atropos.launcher.services import LaunchResult, run_services
@@ -85,8 +85,8 @@ def summarize(result: LaunchResult, n_heldout: int, wall_s: float, rollout: str,
                     "standard_error": [[step, se] for step, _, se in curve],
                     "gain_standard_errors": gain_se},
         # The training reward of the math environment (gsm8k's stays near 0 for a 135M model).
-        "math_reward_first5_mean": sum(rewards[:5]) / len(rewards[:5]) if rewards else None,
-        "math_reward_last5_mean": sum(rewards[-5:]) / len(rewards[-5:]) if rewards else None,
+        "math_reward_first5_mean": sum(rewards[:WINDOW]) / len(rewards[:WINDOW]) if rewards else None,
+        "math_reward_last5_mean": sum(rewards[-WINDOW:]) / len(rewards[-WINDOW:]) if rewards else None,
         "math_reward_improvement_standard_errors": improvement_in_standard_errors(rewards),
         "env_weights": result.weights, "env_measured_shares": result.measured_shares,
         "leftover_pids": result.leftover_pids, "steps": rows,

@@ -116,7 +116,7 @@ class InferenceProxy:
         self._idle: asyncio.Condition | None = None
         self._in_flight = 0
         self._caches_stale = False  # weights changed under requests in flight (a drain timed out)
-        self._reopening: asyncio.Task | None = None
+        self._reopening: asyncio.Task | None = None  # held: the loop keeps only a weak reference to a task
 
     def _ensure_loop_state(self) -> None:
         # Made lazily on the serving loop: asyncio primitives belong to the loop that first uses them.
