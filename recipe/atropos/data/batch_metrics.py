@@ -67,16 +67,20 @@ def atropos_batch_metrics(batch: AtroposBatch, data: DataProto, env_names: dict[
     sequences_per_env: collections.Counter = collections.Counter()
     groups_per_env: collections.Counter = collections.Counter()
     score_sum_per_env: collections.Counter = collections.Counter()
-    for g in groups:
+    identical_per_env: collections.Counter = collections.Counter()
+    for g, same in zip(groups, identical):
         name = (env_names or {}).get(g.env_id, str(g.env_id))
         sequences_per_env[name] += g.size
         groups_per_env[name] += 1
         score_sum_per_env[name] += float(np.sum(g.scores))
+        identical_per_env[name] += same
     for name, count in sequences_per_env.items():
         metrics[f"atropos/env_share/{name}"] = count / rows
         # summed over steps by the launcher, which warns about environments that send nothing
         metrics[f"atropos/env_groups/{name}"] = float(groups_per_env[name])
         metrics[f"atropos/env_mean_score/{name}"] = score_sum_per_env[name] / count  # the training reward per environment
+        # groups whose answers all scored the same: GRPO gives them no signal
+        metrics[f"atropos/env_identical_score_rate/{name}"] = identical_per_env[name] / groups_per_env[name]
     return metrics
 
 

@@ -3,12 +3,17 @@ server, each scored by the subclass. GSM8K, math and code build on it.
 
 Completions are generated through `ManagedServer.chat_completion` (token ids, masks and
 `inference_logprobs` exactly as the server produced them) and posted as one group per item.
+`--env.scores_log PATH` appends every group's scores as a JSON line, also those Atropos's filters
+(`ensure_scores_are_not_same`) keep from the trainer: the reward of what the policy samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+import time
+from pathlib import Path
 from typing import Any
 
 from atroposlib.envs.base import APIServerConfig, BaseEnv, BaseEnvConfig, ScoredDataGroup
@@ -28,6 +33,8 @@ class ChatTaskEnvConfig(BaseEnvConfig):
     num_items: int = Field(default=500, description="Items generated (or loaded) at setup.")
     max_completion_tokens: int = Field(default=512, description="Tokens generated per answer.")
     temperature: float = Field(default=1.0, description="Sampling temperature.")
+    scores_log: str | None = Field(default=None, description=(
+        "Append each scored group's scores as a JSON line here, sent to the API or not."))
 
 
 class ChatTaskEnv(BaseEnv):
@@ -52,6 +59,8 @@ class ChatTaskEnv(BaseEnv):
             raise ValueError(f"{self.name}: no task items loaded")
         self.rng = random.Random(self.config.seed)
         self.order: list[int] = []
+        if self.config.scores_log:
+            Path(self.config.scores_log).parent.mkdir(parents=True, exist_ok=True)
 
     async def get_next_item(self) -> TaskItem:
         if not self.order:
@@ -78,6 +87,9 @@ class ChatTaskEnv(BaseEnv):
             group["masks"].append(node.masked_tokens)
             group["inference_logprobs"].append(node.logprobs)
             group["scores"].append(await self.score(choice.message.content or "", item))
+        if cfg.scores_log:
+            with open(cfg.scores_log, "a") as log:
+                log.write(json.dumps({"time": time.time(), "scores": group["scores"]}) + "\n")
         return group, []
 
     async def evaluate(self, *args: Any, **kwargs: Any) -> None:

@@ -51,6 +51,11 @@ def improvement_in_standard_errors(rewards: list[float], window: int = WINDOW) -
     return delta / se if se > 0 else math.copysign(math.inf, delta) if delta else 0.0
 
 
+def per_env(data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """{environment name: value} of the metrics named `prefix<name>`."""
+    return {key.removeprefix(prefix): value for key, value in data.items() if key.startswith(prefix)}
+
+
 def step_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for data in steps:
@@ -59,10 +64,9 @@ def step_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "mean_reward": data.get("atropos/mean_score"),
             "pg_loss": data.get("actor/pg_loss"),
             "grad_norm": data.get("actor/grad_norm"),
-            "env_shares": {k.removeprefix("atropos/env_share/"): v for k, v in data.items()
-                           if k.startswith("atropos/env_share/")},
-            "env_mean_scores": {k.removeprefix("atropos/env_mean_score/"): v for k, v in data.items()
-                                if k.startswith("atropos/env_mean_score/")},
+            "env_shares": per_env(data, "atropos/env_share/"),
+            "env_mean_scores": per_env(data, "atropos/env_mean_score/"),
+            "env_identical_score_rates": per_env(data, "atropos/env_identical_score_rate/"),
             "poll_wait_s": data.get("atropos/poll_wait_s"),
             "step_time_s": data.get("timing_s/step"),
             "policy_lag_mean": data.get("atropos/policy_lag_mean"),

@@ -6,8 +6,13 @@ two-digit addition and subtraction, 80%) and `gsm8k` (20%). Held-out problems, a
 space the math environment never serves, are scored by verl's own validation (greedy,
 `trainer.val_before_train`, `trainer.test_freq`, and at the end) with the environment's scoring rule.
 
-Writes `<workdir>/summary.json` (per-step training reward and env shares; `"heldout": {"n", "accuracy":
-[[step, accuracy], ...]}` from step 0, with standard errors) and `<workdir>/heldout_reward.png`.
+The math environment sends only groups whose answers differ (Atropos's `ensure_scores_are_not_same`),
+so the reward of the trained groups is squeezed towards 0.5; each environment also logs every group it
+scored (`logs/scores_<name>.jsonl`), and the reward of all sampled math answers is the learning curve.
+
+Writes `<workdir>/summary.json` (per-step training reward and env shares; the sampled reward; `"heldout":
+{"n", "accuracy": [[step, accuracy], ...]}` from step 0, with standard errors) and
+`<workdir>/heldout_reward.png`.
 Run it with `scripts/demo.sh --task math` (from .venv-vllm).
 """
 
@@ -71,7 +76,32 @@ def heldout_curve(records: list[dict[str, Any]], n: int) -> list[list[float]]:
     return curve
 
 
-def summarize(result: LaunchResult, n_heldout: int, wall_s: float, rollout: str, seed: int) -> dict[str, Any]:
+def scores_log(workdir: Path, env_name: str) -> Path:
+    """Where the environment `env_name` logs every group it scored (`--env.scores_log`)."""
+    return workdir / "logs" / f"scores_{env_name}.jsonl"
+
+
+def sampled_rewards(path: Path) -> list[float]:
+    """Mean score of each group the environment scored, in order; [] when it logged none."""
+    if not path.exists():
+        return []
+    return [sum(scores) / len(scores) for line in path.read_text().splitlines() if line.strip()
+            for scores in [json.loads(line)["scores"]] if scores]
+
+
+def sampled_reward_summary(rewards: list[float]) -> dict[str, Any]:
+    """The first fifth of the sampled groups against the last fifth, each group's mean a sample."""
+    window = len(rewards) // 5
+    if window < 2:
+        return {"groups": len(rewards), "window_groups": window, "first_mean": None, "last_mean": None,
+                "improvement_standard_errors": float("nan")}
+    return {"groups": len(rewards), "window_groups": window, "first_mean": sum(rewards[:window]) / window,
+            "last_mean": sum(rewards[-window:]) / window,
+            "improvement_standard_errors": improvement_in_standard_errors(rewards, window)}
+
+
+def summarize(result: LaunchResult, n_heldout: int, wall_s: float, rollout: str, seed: int,
+              sampled: list[float]) -> dict[str, Any]:
     rows = step_rows([data for data in result.steps if "training/global_step" in data])
     rewards = [row["env_mean_scores"][TRAINED_ENV] for row in rows if TRAINED_ENV in row["env_mean_scores"]]
     curve = heldout_curve(result.steps, n_heldout)
@@ -84,10 +114,12 @@ def summarize(result: LaunchResult, n_heldout: int, wall_s: float, rollout: str,
         "heldout": {"n": n_heldout, "accuracy": [[step, acc] for step, acc, _ in curve],
                     "standard_error": [[step, se] for step, _, se in curve],
                     "gain_standard_errors": gain_se},
-        # The training reward of the math environment (gsm8k's stays near 0 for a 135M model).
+        # The training reward of the math environment's trained groups (gsm8k's stays near 0 for a 135M model).
         "math_reward_first5_mean": sum(rewards[:WINDOW]) / len(rewards[:WINDOW]) if rewards else None,
         "math_reward_last5_mean": sum(rewards[-WINDOW:]) / len(rewards[-WINDOW:]) if rewards else None,
         "math_reward_improvement_standard_errors": improvement_in_standard_errors(rewards),
+        # Every group the math environment sampled, also those its filter kept from the trainer.
+        "math_sampled_reward": {**sampled_reward_summary(sampled), "per_group": sampled},
         "env_weights": result.weights, "env_measured_shares": result.measured_shares,
         "leftover_pids": result.leftover_pids, "steps": rows,
     }
@@ -99,7 +131,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (heldout_ax, reward_ax) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    fig, (heldout_ax, reward_ax, sampled_ax) = plt.subplots(3, 1, figsize=(7, 8.5))
+    reward_ax.sharex(heldout_ax)
     curve = summary["heldout"]["accuracy"]
     errors = dict(map(tuple, summary["heldout"]["standard_error"]))
     heldout_ax.errorbar([s for s, _ in curve], [a for _, a in curve], yerr=[errors[s] for s, _ in curve],
@@ -110,8 +143,14 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     steps = [r for r in summary["steps"] if TRAINED_ENV in r["env_mean_scores"]]
     reward_ax.plot([r["step"] for r in steps], [r["env_mean_scores"][TRAINED_ENV] for r in steps], marker=".",
                    color="tab:green")
-    reward_ax.set_ylabel(f"training reward ({TRAINED_ENV} environment)")
+    reward_ax.set_ylabel(f"trained groups' reward ({TRAINED_ENV})")
     reward_ax.set_xlabel("step")
+    sampled = summary["math_sampled_reward"]["per_group"]
+    window = max(1, summary["math_sampled_reward"]["window_groups"])
+    rolling = [sum(sampled[i - window:i]) / window for i in range(window, len(sampled) + 1)]
+    sampled_ax.plot(range(window, len(sampled) + 1), rolling, color="tab:purple")
+    sampled_ax.set_ylabel(f"sampled reward ({TRAINED_ENV},\nmean of {window} groups)")
+    sampled_ax.set_xlabel(f"groups the {TRAINED_ENV} environment scored (sent or filtered)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -124,8 +163,12 @@ def run_math_demo(workdir: Path, steps: int, n_heldout: int, test_freq: int, see
     model = prepare_smollm2()
     heldout = write_heldout_parquet(workdir / "heldout.parquet", n_heldout)
     config = load_launcher_config(DEMO_CONFIG, [f"run_dir={workdir}", *(launcher_sets or [])])
+    for env in config.environments:  # an environment appends (a restarted one too): start this run's afresh
+        scores_log(workdir, env.name).unlink(missing_ok=True)
     config = dataclasses.replace(config, environments=[  # the environments' problem order and mix follow the seed
-        dataclasses.replace(env, args=[*env.args, "--env.seed", str(seed)]) for env in config.environments])
+        dataclasses.replace(env, args=[*env.args, "--env.seed", str(seed),
+                                       "--env.scores_log", str(scores_log(workdir, env.name))])
+        for env in config.environments])
     trainer_overrides = [
         f"actor_rollout_ref.model.path={model}", f"data.train_files={heldout}", f"data.val_files={heldout}",
         f"trainer.total_training_steps={steps}", f"trainer.test_freq={test_freq}", f"data.seed={seed}",
@@ -136,11 +179,16 @@ def run_math_demo(workdir: Path, steps: int, n_heldout: int, test_freq: int, see
     ]
     started = time.monotonic()
     result = run_services(config, trainer_overrides)
-    summary = summarize(result, n_heldout, time.monotonic() - started, rollout, seed)
+    summary = summarize(result, n_heldout, time.monotonic() - started, rollout, seed,
+                        sampled_rewards(scores_log(workdir, TRAINED_ENV)))
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     if summary["heldout"]["accuracy"]:
         plot(summary, workdir / "heldout_reward.png")
     return summary
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def print_summary(summary: dict[str, Any], workdir: Path) -> None:
@@ -152,13 +200,16 @@ def print_summary(summary: dict[str, Any], workdir: Path) -> None:
         lag = f"{row['policy_lag_mean']:4.1f}" if row["policy_lag_mean"] is not None else "   -"
         step_s = f"{row['step_time_s']:6.1f}" if row["step_time_s"] is not None else "     -"
         print(f"{row['step']:>4} {reward} {lag} {step_s}  {shares}")
-    heldout = summary["heldout"]
+    heldout, sampled = summary["heldout"], summary["math_sampled_reward"]
     errors = dict(map(tuple, heldout["standard_error"]))
     print(f"held-out accuracy (n={heldout['n']}, greedy): "
           + ", ".join(f"step {step}: {acc:.3f} ± {errors[step]:.3f}" for step, acc in heldout["accuracy"]))
-    print(f"[demo math] held-out gain {heldout['gain_standard_errors']:.2f} standard errors; math training reward "
-          f"first-5 {summary['math_reward_first5_mean']}, last-5 {summary['math_reward_last5_mean']} "
-          f"({summary['math_reward_improvement_standard_errors']:.2f} SE); env shares {summary['env_measured_shares']}; "
+    print(f"[demo math] held-out gain {heldout['gain_standard_errors']:.2f} standard errors; math sampled reward "
+          f"(all {sampled['groups']} groups scored) first {sampled['window_groups']} {_number(sampled['first_mean'])}, "
+          f"last {_number(sampled['last_mean'])} ({sampled['improvement_standard_errors']:.2f} SE); trained groups' "
+          f"reward first-5 steps {_number(summary['math_reward_first5_mean'])}, last-5 "
+          f"{_number(summary['math_reward_last5_mean'])} ({summary['math_reward_improvement_standard_errors']:.2f} SE); "
+          f"env shares {summary['env_measured_shares']}; "
           f"wall {summary['wall_s']}s; exit {summary['exit_code']}; leftover processes {summary['leftover_pids']}")
     print(f"[demo math] wrote {workdir / 'summary.json'} and {workdir / 'heldout_reward.png'}")
 

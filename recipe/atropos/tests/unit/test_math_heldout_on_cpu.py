@@ -1,13 +1,23 @@
 """The math environment's presets and held-out split: held-out problems are never served for
 training, whatever the seeds, and the held-out parquet is scored by the environment's own rule
-through verl's custom reward function signature."""
+through verl's custom reward function signature; the sampled reward read from an environment's
+scores log."""
+
+import json
+import math
 
 import pandas as pd
 import pytest
 
 from recipe.atropos.envs.answer_scoring import compute_score
 from recipe.atropos.envs.math_env import MathEnvConfig, heldout_items, is_heldout, math_items
-from recipe.atropos.examples.demo_math import HELDOUT_SOURCE, PRESET, write_heldout_parquet
+from recipe.atropos.examples.demo_math import (
+    HELDOUT_SOURCE,
+    PRESET,
+    sampled_reward_summary,
+    sampled_rewards,
+    write_heldout_parquet,
+)
 
 
 def test_heldout_problems_are_never_training_problems_whatever_the_seeds():
@@ -45,3 +55,17 @@ def test_heldout_parquet_is_verls_rl_format_and_scored_by_the_environments_rule(
     truth = row["reward_model"]["ground_truth"]
     assert compute_score(HELDOUT_SOURCE, f"so it is \\boxed{{{truth}}}", truth) == 1.0
     assert compute_score(HELDOUT_SOURCE, f"\\boxed{{{int(truth) + 1}}}", truth) == 0.0
+
+
+def test_sampled_reward_compares_the_first_and_last_fifth_of_the_logged_groups(tmp_path):
+    log = tmp_path / "scores_math.jsonl"
+    groups = [[0.0] * 6] * 4 + [[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]] * 12 + [[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]] * 4
+    log.write_text("".join(json.dumps({"time": float(i), "scores": scores}) + "\n" for i, scores in enumerate(groups)))
+    rewards = sampled_rewards(log)
+    assert rewards == pytest.approx([sum(scores) / 6 for scores in groups])
+    summary = sampled_reward_summary(rewards)
+    assert (summary["groups"], summary["window_groups"]) == (20, 4)
+    assert summary["first_mean"] == 0.0 and summary["last_mean"] == pytest.approx(0.5)
+    assert summary["improvement_standard_errors"] == math.inf  # both windows constant, the last higher
+    assert sampled_rewards(tmp_path / "absent.jsonl") == []
+    assert math.isnan(sampled_reward_summary(rewards[:9])["improvement_standard_errors"])
