@@ -45,7 +45,7 @@ def test_math_demo_trains_smollm2_on_two_environments_and_validates_on_heldout_p
     assert [row["step"] for row in steps] == list(range(1, STEPS + 1))
     assert all(row["from_atropos"] == 1.0 and 0.0 <= row["mean_reward"] <= 1.0 for row in steps)
     assert set(summary["env_measured_shares"]) == {"math", "gsm8k"}
-    # 80/20 when both have groups queued; math's filter sends about half of what it samples, and gsm8k
+    # 80/20 when both have groups queued; math's filter sends about 40% of what it samples, and gsm8k
     # may fill a batch math cannot.
     assert 0.5 < summary["env_measured_shares"]["math"] <= 0.8 + 1e-9, summary["env_measured_shares"]
     for row in steps:  # each environment's training reward, weighted by its share, is the batch's
