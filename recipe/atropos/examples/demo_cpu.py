@@ -51,6 +51,11 @@ def improvement_in_standard_errors(rewards: list[float], window: int = WINDOW) -
     return delta / se if se > 0 else math.copysign(math.inf, delta) if delta else 0.0
 
 
+def format_number(value: Any, spec: str) -> str:
+    """`value` in `spec`, or "-" where a metric is missing."""
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
 def per_env(data: dict[str, Any], prefix: str) -> dict[str, Any]:
     """{environment name: value} of the metrics named `prefix<name>`."""
     return {key.removeprefix(prefix): value for key, value in data.items() if key.startswith(prefix)}
@@ -152,11 +157,10 @@ def run_demo(workdir: Path, steps: int, weight_sync: bool, overrides: list[str],
 def print_summary(summary: dict[str, Any], workdir: Path) -> None:
     print(f"{'step':>4} {'reward':>7} {'pg_loss':>8} {'lag':>4} {'poll_s':>6} {'step_s':>6}  env shares")
     for row in summary["steps"]:
-        def fmt(value: Any, spec: str) -> str:
-            return format(value, spec) if isinstance(value, (int, float)) else "-"
         shares = " ".join(f"{name}={share:.0%}" for name, share in row["env_shares"].items())
-        print(f"{row['step']:>4} {fmt(row['mean_reward'], '7.3f')} {fmt(row['pg_loss'], '8.4f')} "
-              f"{fmt(row['policy_lag_mean'], '4.1f')} {fmt(row['poll_wait_s'], '6.2f')} {fmt(row['step_time_s'], '6.2f')}  {shares}")
+        print(f"{row['step']:>4} {format_number(row['mean_reward'], '7.3f')} {format_number(row['pg_loss'], '8.4f')} "
+              f"{format_number(row['policy_lag_mean'], '4.1f')} {format_number(row['poll_wait_s'], '6.2f')} "
+              f"{format_number(row['step_time_s'], '6.2f')}  {shares}")
     print(f"[demo] {summary['mode']} on {summary['rollout']}: reward first-5 {summary['reward_first5_mean']}, last-5 {summary['reward_last5_mean']}, "
           f"improvement {summary['improvement_standard_errors']:.2f} standard errors; wall {summary['wall_s']}s; "
           f"exit {summary['exit_code']}; leftover processes {summary['leftover_pids']}")

@@ -31,7 +31,7 @@ import pandas as pd
 
 from recipe.atropos.envs import answer_scoring
 from recipe.atropos.envs.math_env import SYSTEM_PROMPT, heldout_items
-from recipe.atropos.examples.demo_cpu import WINDOW, improvement_in_standard_errors, step_rows
+from recipe.atropos.examples.demo_cpu import WINDOW, format_number, improvement_in_standard_errors, step_rows
 from recipe.atropos.examples.smollm2_model import prepare_smollm2
 from recipe.atropos.launcher.config import RECIPE_CONFIG_DIR, load_launcher_config
 from recipe.atropos.launcher.services import LaunchResult, run_services
@@ -163,12 +163,13 @@ def run_math_demo(workdir: Path, steps: int, n_heldout: int, test_freq: int, see
     model = prepare_smollm2()
     heldout = write_heldout_parquet(workdir / "heldout.parquet", n_heldout)
     config = load_launcher_config(DEMO_CONFIG, [f"run_dir={workdir}", *(launcher_sets or [])])
-    for env in config.environments:  # an environment appends (a restarted one too): start this run's afresh
-        scores_log(workdir, env.name).unlink(missing_ok=True)
-    config = dataclasses.replace(config, environments=[  # the environments' problem order and mix follow the seed
-        dataclasses.replace(env, args=[*env.args, "--env.seed", str(seed),
-                                       "--env.scores_log", str(scores_log(workdir, env.name))])
-        for env in config.environments])
+    environments = []
+    for env in config.environments:  # the environments' problem order and mix follow the seed
+        log = scores_log(workdir, env.name)
+        log.unlink(missing_ok=True)  # an environment appends (a restarted one too): this run's starts afresh
+        environments.append(dataclasses.replace(
+            env, args=[*env.args, "--env.seed", str(seed), "--env.scores_log", str(log)]))
+    config = dataclasses.replace(config, environments=environments)
     trainer_overrides = [
         f"actor_rollout_ref.model.path={model}", f"data.train_files={heldout}", f"data.val_files={heldout}",
         f"trainer.total_training_steps={steps}", f"trainer.test_freq={test_freq}", f"data.seed={seed}",
@@ -187,10 +188,6 @@ def run_math_demo(workdir: Path, steps: int, n_heldout: int, test_freq: int, see
     return summary
 
 
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def print_summary(summary: dict[str, Any], workdir: Path) -> None:
     print(f"{'step':>4} {'reward':>7} {'lag':>4} {'step_s':>6}  env shares (mean score)")
     for row in summary["steps"]:
@@ -205,10 +202,10 @@ def print_summary(summary: dict[str, Any], workdir: Path) -> None:
     print(f"held-out accuracy (n={heldout['n']}, greedy): "
           + ", ".join(f"step {step}: {acc:.3f} ± {errors[step]:.3f}" for step, acc in heldout["accuracy"]))
     print(f"[demo math] held-out gain {heldout['gain_standard_errors']:.2f} standard errors; math sampled reward "
-          f"(all {sampled['groups']} groups scored) first {sampled['window_groups']} {_number(sampled['first_mean'])}, "
-          f"last {_number(sampled['last_mean'])} ({sampled['improvement_standard_errors']:.2f} SE); trained groups' "
-          f"reward first-5 steps {_number(summary['math_reward_first5_mean'])}, last-5 "
-          f"{_number(summary['math_reward_last5_mean'])} ({summary['math_reward_improvement_standard_errors']:.2f} SE); "
+          f"(all {sampled['groups']} groups scored) first {sampled['window_groups']} {format_number(sampled['first_mean'], '.3f')}, "
+          f"last {format_number(sampled['last_mean'], '.3f')} ({sampled['improvement_standard_errors']:.2f} SE); trained groups' "
+          f"reward first-5 steps {format_number(summary['math_reward_first5_mean'], '.3f')}, last-5 "
+          f"{format_number(summary['math_reward_last5_mean'], '.3f')} ({summary['math_reward_improvement_standard_errors']:.2f} SE); "
           f"env shares {summary['env_measured_shares']}; "
           f"wall {summary['wall_s']}s; exit {summary['exit_code']}; leftover processes {summary['leftover_pids']}")
     print(f"[demo math] wrote {workdir / 'summary.json'} and {workdir / 'heldout_reward.png'}")
