@@ -3,13 +3,15 @@ server, each scored by the subclass. GSM8K, math and code build on it.
 
 Completions are generated through `ManagedServer.chat_completion` (token ids, masks and
 `inference_logprobs` exactly as the server produced them) and posted as one group per item.
-`--env.scores_log PATH` appends every group's scores as a JSON line, also those Atropos's filters
-(`ensure_scores_are_not_same`) keep from the trainer: the reward of what the policy samples.
+`--env.scores_log PATH` appends every group's scores and its item's key as a JSON line, also those
+Atropos's filters (`ensure_scores_are_not_same`) keep from the trainer: the reward of what the policy
+samples, per item (an item served again is compared with itself).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 import time
@@ -26,6 +28,11 @@ from recipe.atropos.envs.env_defaults import default_env_config
 class TaskItem:
     prompt: str
     reference: Any  # what `score` compares against (an answer, tests)
+
+
+def prompt_digest(prompt: str) -> str:
+    """A stable 16-hex-digit key of a prompt (the same in every run and process)."""
+    return hashlib.blake2b(prompt.encode(), digest_size=8).hexdigest()
 
 
 class ChatTaskEnvConfig(BaseEnvConfig):
@@ -89,7 +96,8 @@ class ChatTaskEnv(BaseEnv):
             group["scores"].append(await self.score(choice.message.content or "", item))
         if cfg.scores_log:
             with open(cfg.scores_log, "a") as log:
-                log.write(json.dumps({"time": time.time(), "scores": group["scores"]}) + "\n")
+                log.write(json.dumps({"time": time.time(), "item": prompt_digest(item.prompt),
+                                      "scores": group["scores"]}) + "\n")
         return group, []
 
     async def evaluate(self, *args: Any, **kwargs: Any) -> None:

@@ -15,13 +15,12 @@ Run: `python -m recipe.atropos.envs.math_env serve --env.rollout_server_url URL
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from pydantic import Field
 
 from recipe.atropos.envs.answer_scoring import score_answer
-from recipe.atropos.envs.chat_task_env import ChatTaskEnv, ChatTaskEnvConfig, TaskItem
+from recipe.atropos.envs.chat_task_env import ChatTaskEnv, ChatTaskEnvConfig, TaskItem, prompt_digest
 
 # preset -> [(reasoning-gym generator, its config)]; the generators are mixed evenly.
 PRESETS: dict[str, list[tuple[str, dict[str, Any]]]] = {
@@ -35,8 +34,7 @@ SYSTEM_PROMPT = "Solve the problem. Put the final numeric answer in \\boxed{}."
 
 def is_heldout(question: str, heldout_share: float) -> bool:
     """Whether `question` belongs to the held-out share of the problem space (stable across runs)."""
-    digest = int.from_bytes(hashlib.blake2b(question.encode(), digest_size=8).digest(), "big")
-    return digest / 2**64 < heldout_share
+    return int(prompt_digest(question), 16) / 2**64 < heldout_share
 
 
 def _generate(preset: str, size: int, seed: int) -> list[TaskItem]:

@@ -8,7 +8,9 @@ space the math environment never serves, are scored by verl's own validation (gr
 
 The math environment sends only groups whose answers differ (Atropos's `ensure_scores_are_not_same`),
 so the reward of the trained groups is squeezed towards 0.5; each environment also logs every group it
-scored (`logs/scores_<name>.jsonl`), and the reward of all sampled math answers is the learning curve.
+scored with its problem's key (`logs/scores_<name>.jsonl`), and the reward of all sampled math answers is
+the learning curve. The math training set is small enough to be served two or three times a run, so each
+problem's last sampled reward is compared with its first (`math_sampled_reward.per_item`).
 
 Writes `<workdir>/summary.json` (per-step training reward and env shares; the sampled reward; `"heldout":
 {"n", "accuracy": [[step, accuracy], ...]}` from step 0, with standard errors) and
@@ -22,8 +24,10 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +85,41 @@ def scores_log(workdir: Path, env_name: str) -> Path:
     return workdir / "logs" / f"scores_{env_name}.jsonl"
 
 
-def sampled_rewards(path: Path) -> list[float]:
-    """Mean score of each group the environment scored, in order; [] when it logged none."""
+def sampled_groups(path: Path) -> list[tuple[str | None, float]]:
+    """(item key, mean score) of each group the environment scored, in order; [] when it logged none."""
     if not path.exists():
         return []
-    return [sum(scores) / len(scores) for line in path.read_text().splitlines() if line.strip()
-            for scores in [json.loads(line)["scores"]] if scores]
+    return [(record.get("item"), sum(record["scores"]) / len(record["scores"]))
+            for line in path.read_text().splitlines() if line.strip()
+            for record in [json.loads(line)] if record["scores"]]
+
+
+def repeated_item_summary(groups: list[tuple[str | None, float]]) -> dict[str, Any]:
+    """Each problem scored more than once: its last group's mean score minus its first's.
+
+    Pairing a problem with itself takes out the spread between problems (a group's mean is mostly 0 or
+    1, set by the problem), which swamps a rise when different groups are compared.
+    """
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    times: Counter[str] = Counter()
+    for key, reward in groups:
+        if key is not None:
+            first.setdefault(key, reward)
+            last[key] = reward
+            times[key] += 1
+    repeated = [key for key, count in times.items() if count > 1]
+    summary: dict[str, Any] = {"items": len(times), "repeated_items": len(repeated), "first_mean": None,
+                               "last_mean": None, "mean_change": None, "improvement_standard_errors": float("nan")}
+    if len(repeated) < 2:
+        return summary
+    changes = [last[key] - first[key] for key in repeated]
+    mean_change = statistics.fmean(changes)
+    se = statistics.stdev(changes) / math.sqrt(len(changes))
+    return {**summary, "first_mean": statistics.fmean(first[key] for key in repeated),
+            "last_mean": statistics.fmean(last[key] for key in repeated), "mean_change": mean_change,
+            "improvement_standard_errors": (mean_change / se if se > 0 else
+                                            math.copysign(math.inf, mean_change) if mean_change else 0.0)}
 
 
 def sampled_reward_summary(rewards: list[float]) -> dict[str, Any]:
@@ -101,7 +134,7 @@ def sampled_reward_summary(rewards: list[float]) -> dict[str, Any]:
 
 
 def summarize(result: LaunchResult, n_heldout: int, wall_s: float, rollout: str, seed: int,
-              sampled: list[float]) -> dict[str, Any]:
+              sampled: list[tuple[str | None, float]]) -> dict[str, Any]:
     rows = step_rows([data for data in result.steps if "training/global_step" in data])
     rewards = [row["env_mean_scores"][TRAINED_ENV] for row in rows if TRAINED_ENV in row["env_mean_scores"]]
     curve = heldout_curve(result.steps, n_heldout)
@@ -111,6 +144,8 @@ def summarize(result: LaunchResult, n_heldout: int, wall_s: float, rollout: str,
     return {
         "task": "math", "rollout": rollout, "seed": seed, "exit_code": result.exit_code,
         "steps_trained": len(rows), "wall_s": round(wall_s, 1),
+        # the trainer's steps, the validations after steps included (the wall adds start-up and step 0's)
+        "training_s": round(sum(row["step_time_s"] or 0.0 for row in rows), 1),
         "heldout": {"n": n_heldout, "accuracy": [[step, acc] for step, acc, _ in curve],
                     "standard_error": [[step, se] for step, _, se in curve],
                     "gain_standard_errors": gain_se},
@@ -118,8 +153,11 @@ def summarize(result: LaunchResult, n_heldout: int, wall_s: float, rollout: str,
         "math_reward_first5_mean": sum(rewards[:WINDOW]) / len(rewards[:WINDOW]) if rewards else None,
         "math_reward_last5_mean": sum(rewards[-WINDOW:]) / len(rewards[-WINDOW:]) if rewards else None,
         "math_reward_improvement_standard_errors": improvement_in_standard_errors(rewards),
-        # Every group the math environment sampled, also those its filter kept from the trainer.
-        "math_sampled_reward": {**sampled_reward_summary(sampled), "per_group": sampled},
+        # Every group the math environment sampled, also those its filter kept from the trainer: the first
+        # fifth against the last, and each problem served more than once against itself.
+        "math_sampled_reward": {**sampled_reward_summary([reward for _, reward in sampled]),
+                                "per_item": repeated_item_summary(sampled),
+                                "per_group": [reward for _, reward in sampled]},
         "env_weights": result.weights, "env_measured_shares": result.measured_shares,
         "leftover_pids": result.leftover_pids, "steps": rows,
     }
@@ -150,6 +188,11 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     rolling = [sum(sampled[i - window:i]) / window for i in range(window, len(sampled) + 1)]
     sampled_ax.plot(range(window, len(sampled) + 1), rolling, color="tab:purple")
     sampled_ax.set_ylabel(f"sampled reward ({TRAINED_ENV},\nmean of {window} groups)")
+    per_item = summary["math_sampled_reward"]["per_item"]
+    if per_item["mean_change"] is not None:
+        sampled_ax.set_title(f"{per_item['repeated_items']} problems served again: first "
+                             f"{per_item['first_mean']:.2f} -> last {per_item['last_mean']:.2f} "
+                             f"({per_item['improvement_standard_errors']:.1f} standard errors)")
     sampled_ax.set_xlabel(f"groups the {TRAINED_ENV} environment scored (sent or filtered)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -181,7 +224,7 @@ def run_math_demo(workdir: Path, steps: int, n_heldout: int, test_freq: int, see
     started = time.monotonic()
     result = run_services(config, trainer_overrides)
     summary = summarize(result, n_heldout, time.monotonic() - started, rollout, seed,
-                        sampled_rewards(scores_log(workdir, TRAINED_ENV)))
+                        sampled_groups(scores_log(workdir, TRAINED_ENV)))
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     if summary["heldout"]["accuracy"]:
         plot(summary, workdir / "heldout_reward.png")
@@ -198,16 +241,19 @@ def print_summary(summary: dict[str, Any], workdir: Path) -> None:
         step_s = f"{row['step_time_s']:6.1f}" if row["step_time_s"] is not None else "     -"
         print(f"{row['step']:>4} {reward} {lag} {step_s}  {shares}")
     heldout, sampled = summary["heldout"], summary["math_sampled_reward"]
+    per_item = sampled["per_item"]
     errors = dict(map(tuple, heldout["standard_error"]))
     print(f"held-out accuracy (n={heldout['n']}, greedy): "
           + ", ".join(f"step {step}: {acc:.3f} ± {errors[step]:.3f}" for step, acc in heldout["accuracy"]))
     print(f"[demo math] held-out gain {heldout['gain_standard_errors']:.2f} standard errors; math sampled reward "
           f"(all {sampled['groups']} groups scored) first {sampled['window_groups']} {format_number(sampled['first_mean'], '.3f')}, "
-          f"last {format_number(sampled['last_mean'], '.3f')} ({sampled['improvement_standard_errors']:.2f} SE); trained groups' "
+          f"last {format_number(sampled['last_mean'], '.3f')} ({sampled['improvement_standard_errors']:.2f} SE); "
+          f"the {per_item['repeated_items']} problems served again, first {format_number(per_item['first_mean'], '.3f')}, "
+          f"last {format_number(per_item['last_mean'], '.3f')} ({per_item['improvement_standard_errors']:.2f} SE); trained groups' "
           f"reward first-5 steps {format_number(summary['math_reward_first5_mean'], '.3f')}, last-5 "
           f"{format_number(summary['math_reward_last5_mean'], '.3f')} ({summary['math_reward_improvement_standard_errors']:.2f} SE); "
           f"env shares {summary['env_measured_shares']}; "
-          f"wall {summary['wall_s']}s; exit {summary['exit_code']}; leftover processes {summary['leftover_pids']}")
+          f"training {summary['training_s']}s, wall {summary['wall_s']}s; exit {summary['exit_code']}; leftover processes {summary['leftover_pids']}")
     print(f"[demo math] wrote {workdir / 'summary.json'} and {workdir / 'heldout_reward.png'}")
 
 

@@ -58,9 +58,15 @@ def test_math_demo_trains_smollm2_on_two_environments_and_validates_on_heldout_p
     assert summary["math_reward_first5_mean"] is not None
     # ... and the environment logged every group it scored, the filtered ones too: at least those trained.
     trained_math_groups = round(sum(row["env_shares"]["math"] for row in steps) * 5)
-    logged = [json.loads(line)["scores"] for line in (workdir / "logs" / "scores_math.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (workdir / "logs" / "scores_math.jsonl").read_text().splitlines()]
+    logged = [record["scores"] for record in records]
     assert len(logged) >= trained_math_groups and all(len(scores) == 6 for scores in logged)
     assert summary["math_sampled_reward"]["per_group"] == pytest.approx([sum(s) / 6 for s in logged])
+    # each line names its problem, so a problem served again is compared with itself
+    served = [record["item"] for record in records]
+    assert all(isinstance(key, str) and len(key) == 16 for key in served)
+    assert summary["math_sampled_reward"]["per_item"]["items"] == len(set(served))
+    assert summary["training_s"] == pytest.approx(sum(row["step_time_s"] for row in steps), abs=0.2)
 
     written = json.loads((workdir / "summary.json").read_text())
     assert written["heldout"]["accuracy"] == heldout["accuracy"]
