@@ -47,7 +47,11 @@ def improvement_in_standard_errors(rewards: list[float], window: int = WINDOW) -
         return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
 
     se = math.sqrt(variance(first) / window + variance(last) / window)
-    delta = sum(last) / window - sum(first) / window
+    return in_standard_errors(sum(last) / window - sum(first) / window, se)
+
+
+def in_standard_errors(delta: float, se: float) -> float:
+    """`delta / se`; +-inf for a change without spread, 0 for no change."""
     return delta / se if se > 0 else math.copysign(math.inf, delta) if delta else 0.0
 
 

@@ -35,7 +35,8 @@ import pandas as pd
 
 from recipe.atropos.envs import answer_scoring
 from recipe.atropos.envs.math_env import SYSTEM_PROMPT, heldout_items
-from recipe.atropos.examples.demo_cpu import WINDOW, format_number, improvement_in_standard_errors, step_rows
+from recipe.atropos.examples.demo_cpu import (WINDOW, format_number, improvement_in_standard_errors,
+                                              in_standard_errors, step_rows)
 from recipe.atropos.examples.smollm2_model import prepare_smollm2
 from recipe.atropos.launcher.config import RECIPE_CONFIG_DIR, load_launcher_config
 from recipe.atropos.launcher.services import LaunchResult, run_services
@@ -118,8 +119,7 @@ def repeated_item_summary(groups: list[tuple[str | None, float]]) -> dict[str, A
     se = statistics.stdev(changes) / math.sqrt(len(changes))
     return {**summary, "first_mean": statistics.fmean(first[key] for key in repeated),
             "last_mean": statistics.fmean(last[key] for key in repeated), "mean_change": mean_change,
-            "improvement_standard_errors": (mean_change / se if se > 0 else
-                                            math.copysign(math.inf, mean_change) if mean_change else 0.0)}
+            "improvement_standard_errors": in_standard_errors(mean_change, se)}
 
 
 def sampled_reward_summary(rewards: list[float]) -> dict[str, Any]:
@@ -137,6 +137,7 @@ def summarize(result: LaunchResult, n_heldout: int, wall_s: float, rollout: str,
               sampled: list[tuple[str | None, float]]) -> dict[str, Any]:
     rows = step_rows([data for data in result.steps if "training/global_step" in data])
     rewards = [row["env_mean_scores"][TRAINED_ENV] for row in rows if TRAINED_ENV in row["env_mean_scores"]]
+    sampled_rewards = [reward for _, reward in sampled]
     curve = heldout_curve(result.steps, n_heldout)
     first, last = (curve[0], curve[-1]) if curve else (None, None)
     gain_se = ((last[1] - first[1]) / math.hypot(first[2], last[2])
@@ -155,9 +156,8 @@ def summarize(result: LaunchResult, n_heldout: int, wall_s: float, rollout: str,
         "math_reward_improvement_standard_errors": improvement_in_standard_errors(rewards),
         # Every group the math environment sampled, also those its filter kept from the trainer: the first
         # fifth against the last, and each problem served more than once against itself.
-        "math_sampled_reward": {**sampled_reward_summary([reward for _, reward in sampled]),
-                                "per_item": repeated_item_summary(sampled),
-                                "per_group": [reward for _, reward in sampled]},
+        "math_sampled_reward": {**sampled_reward_summary(sampled_rewards),
+                                "per_item": repeated_item_summary(sampled), "per_group": sampled_rewards},
         "env_weights": result.weights, "env_measured_shares": result.measured_shares,
         "leftover_pids": result.leftover_pids, "steps": rows,
     }
