@@ -40,7 +40,7 @@ from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
 from recipe.atropos.policy_server.service import InferenceService, serve_replicas
 from recipe.atropos.policy_server.settings import InferenceConfig
 from recipe.atropos.policy_server.sync_check import WeightSyncCheck, probe_group
-from recipe.atropos.source.batch_journal import RunIdentity
+from recipe.atropos.source.batch_journal import RunIdentity, check_checkpoints_are_synchronous
 from recipe.atropos.source.batch_source import AtroposBatchSource, AtroposStopError, Registration
 
 __all__ = ["AtroposStopError", "RayGRPOAtroposTrainer"]
@@ -55,6 +55,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         config = kwargs.get("config", args[0] if args else None)
         if config is not None:  # before verl builds anything: a setting the rule cannot honour stops here
             check_adv_estimator(config.algorithm.adv_estimator)
+            check_checkpoints_are_synchronous(config)
             AtroposClientConfig.from_mapping(config.trainer.get("atropos"))
         super().__init__(*args, **kwargs)
         data_cfg, trainer_cfg = self.config.data, self.config.trainer

@@ -20,6 +20,7 @@ class AtroposClientConfig:
     api_url: str
     use_advantages: bool
     fallback_to_grpo: bool
+    fallback_before_api_reached: bool
     retry_attempts: int
     retry_delay: float
     timeout: float
@@ -27,6 +28,7 @@ class AtroposClientConfig:
     max_wait_time: float
     poll_interval: float
     max_poll_interval: float
+    max_unusable_batches: int
     max_policy_lag: int | None
     drop_unknown_version_groups: bool
     env_names_file: str | None
@@ -55,6 +57,8 @@ class AtroposClientConfig:
         for name in ("retry_delay", "timeout", "batch_read_timeout", "max_wait_time", "poll_interval", "max_poll_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"trainer.atropos.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_unusable_batches < 1:
+            raise ValueError(f"trainer.atropos.max_unusable_batches must be >= 1, got {self.max_unusable_batches}")
         if self.max_policy_lag is not None and self.max_policy_lag < 0:
             raise ValueError(f"trainer.atropos.max_policy_lag must be >= 0 or null, got {self.max_policy_lag}")
         if self.drop_unknown_version_groups and self.max_policy_lag is None:

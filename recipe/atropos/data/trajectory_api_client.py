@@ -174,7 +174,7 @@ class AtroposEnvironmentClient:
         return Retrying(
             retry=retry_if_exception_type(retry_on),
             stop=stop_after_attempt(self.config.retry_attempts) | stop_before_delay(budget),
-            wait=wait_exponential_jitter(multiplier=self.config.retry_delay, max=max(self.config.retry_delay, 10.0),
+            wait=wait_exponential_jitter(initial=self.config.retry_delay, max=max(self.config.retry_delay, 10.0),
                                          jitter=self.config.retry_delay),
             before_sleep=before_sleep,
             reraise=True,

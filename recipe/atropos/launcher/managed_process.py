@@ -4,6 +4,10 @@ Ownership has no gap: the process is recorded on its ManagedProcess before a shu
 acted on (`start` defers SIGINT/SIGTERM while it runs, for handlers that call `defer_if_starting`),
 so callers record the ManagedProcess before calling `start`. Stopping is bounded as a whole:
 `stop_processes` signals every group at once and waits for all of them within one timeout.
+
+A group id is the leader's pid, and a pid is free for reuse once the leader is reaped and its group
+is empty: a group is signalled only while it is provably ours (its leader is still the process we
+started, by pid and create time, or a descendant we tracked still lives in it), never by a bare id.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ def raise_on_termination_signals() -> None:
 class ManagedProcess:
     """Start `command` in a new session (so its children share its process group) and stop exactly
     that group and the descendants seen by `track_children` (also those that left the group):
-    SIGTERM, then SIGKILL after the timeout. Never matches processes by name."""
+    SIGTERM, then SIGKILL after the timeout. Never matches processes by name, and never signals a
+    group id that may have been reused (see `_group_is_ours`)."""
 
     def __init__(
         self,
@@ -83,6 +88,7 @@ class ManagedProcess:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.cwd = cwd
         self.process: subprocess.Popen | None = None
+        self._leader: psutil.Process | None = None  # pid + create time: told from a later process with its pid
         self._children: dict[int, psutil.Process] = {}
 
     @property
@@ -96,6 +102,8 @@ class ManagedProcess:
                 self.process = subprocess.Popen(
                     self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
                     cwd=self.cwd)
+                with contextlib.suppress(psutil.Error):  # not reaped yet (a zombie at worst): it is there
+                    self._leader = psutil.Process(self.process.pid)
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
@@ -103,8 +111,9 @@ class ManagedProcess:
         return self
 
     def track_children(self) -> None:
-        """Remember the current descendants (call now and then: a child that left the group and
-        outlived its parent can only be found by the PID remembered here)."""
+        """Remember the current descendants and group members (call now and then: a child that left
+        the group and outlived its parent can only be found by the PID remembered here, and a group
+        whose leader exited is signalled only while such a remembered member lives in it)."""
         if not self.running():
             return
         try:
@@ -112,9 +121,12 @@ class ManagedProcess:
                 self._children.setdefault(child.pid, child)
         except psutil.Error:
             pass
+        if self._leader_is_ours():  # checked first: then the members found are of our group
+            for member in self._group_members():
+                self._children.setdefault(member.pid, member)
 
     def known_pids(self) -> list[int]:
-        """This process and every descendant seen so far."""
+        """This process and every descendant or group member seen so far."""
         return ([self.process.pid] if self.process else []) + sorted(self._children)
 
     def alive_pids(self) -> list[int]:
@@ -139,18 +151,47 @@ class ManagedProcess:
                 pass
         return living
 
+    def _leader_is_ours(self) -> bool:
+        """The process with the leader's pid is the one we started (alive, or a zombie not reaped
+        yet): the pid, and so the group id, cannot have been reused. psutil's equality compares pid
+        and create time (counted from boot, so a change of the system clock does not affect it)."""
+        if self.process is None or self._leader is None:
+            return False
+        try:
+            return psutil.Process(self.process.pid) == self._leader
+        except psutil.Error:
+            return False
+
+    def _group_is_ours(self) -> bool:
+        """The group id still names the group we started: its leader is ours, or a descendant we
+        tracked (a psutil.Process: its pid and create time) still lives in the group. A group whose
+        leader is gone and holds no process we know may be an unrelated one that got the same id."""
+        if self._leader_is_ours():
+            return True
+        for child in self._living_children():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(child.pid) == self.process.pid:
+                    return True
+        return False
+
     def _group_members(self) -> list[psutil.Process]:
-        """Processes still in this process's group (its leader may be gone)."""
+        """Processes still in this process's group, the leader left out (it is waited for, and so
+        reaped, through `self.process` only); none when the group is not provably ours."""
+        if self.process is None or not self._group_is_ours():
+            return []
         members = []
         for process in psutil.process_iter():
             try:
-                if process.pid != os.getpid() and os.getpgid(process.pid) == self.process.pid:
+                if process.pid not in (os.getpid(), self.process.pid) and os.getpgid(process.pid) == self.process.pid:
                     members.append(process)
             except (ProcessLookupError, PermissionError, psutil.Error):
                 pass
         return members
 
     def _signal_group(self, sig: signal.Signals) -> None:
+        """Signal the group, if it is still ours (else its id may name an unrelated group now)."""
+        if not self._group_is_ours():
+            return
         try:
             os.killpg(self.process.pid, sig)  # start_new_session: the group id is the child's pid
         except (ProcessLookupError, PermissionError):

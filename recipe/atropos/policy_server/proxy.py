@@ -136,15 +136,19 @@ class InferenceProxy:
     async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], n: int = 1) -> list[Completion]:
         """`n` completions of `prompt_ids` from one replica, through the gate."""
         self._ensure_loop_state()
-        if not self._open.is_set():
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_wait_timeout
+        # Checked again after every wake-up: a resume() at once followed by pause() wakes the waiters of
+        # a gate that is closed again by the time they run, and they must not reach a replica mid-update.
+        while not self._open.is_set():
             try:
-                await asyncio.wait_for(self._open.wait(), timeout=self.request_wait_timeout)
+                await asyncio.wait_for(self._open.wait(), timeout=max(deadline - loop.time(), 0.0))
             except asyncio.TimeoutError:
                 self.stats.rejected_requests += 1
                 raise ProxyUnavailableError(
                     f"weights are being updated: waited {self.request_wait_timeout:.0f}s for the policy server"
                 ) from None
-        self._in_flight += 1
+        self._in_flight += 1  # no await since the gate was seen open: pause() counts this request
         self.stats.requests += 1
         try:
             completions = await self._generate_on_replica(prompt_ids, sampling_params, n, self.policy_version)

@@ -14,6 +14,7 @@ Bad requests get 400 naming the field; a request that waited too long at the wei
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -23,6 +24,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from recipe.atropos.policy_server.proxy import Completion, InferenceProxy, ProxyUnavailableError
+from recipe.atropos.policy_server.template_framing import assistant_turn_framing, chat_ids
+
+logger = logging.getLogger(__name__)
 
 # Sampling keys handed on to verl's replica servers unchanged (hf_cpu reads the first four).
 _PASSTHROUGH_SAMPLING = (
@@ -79,6 +83,7 @@ class PolicyApi:
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.vocab_size = len(tokenizer)
+        self.proxy.registry.set_template_framing(*assistant_turn_framing(tokenizer))
 
     def _prompt_ids(self, prompt: Any, field: str) -> list[int]:
         if isinstance(prompt, str):
@@ -96,6 +101,19 @@ class PolicyApi:
         if retokenised != completion.token_ids:
             self.proxy.registry.record(retokenised, completion.policy_version)
         return text
+
+    def _record_assistant_turn(self, messages: list, prompt_ids: list[int], text: str, version: int) -> None:
+        """Record the answer as the chat template frames it after the prompt, the tokens atroposlib's
+        `tokenize_for_trainer` marks as the completion (the content, then the template's end of turn,
+        e.g. `<|im_end|>` and a newline; think-block or other framing the template puts around an
+        assistant turn), so a group built that way has a known version."""
+        try:
+            full = chat_ids(self.tokenizer, [*messages, {"role": "assistant", "content": text}], False)
+        except Exception as exc:  # noqa: BLE001 (a template may refuse a conversation it served: then no record)
+            logger.debug("cannot render the assistant turn for the version registry: %s", exc)
+            return
+        if full[: len(prompt_ids)] == prompt_ids and len(full) > len(prompt_ids):
+            self.proxy.registry.record(full[len(prompt_ids):], version)
 
     def _token_texts(self, token_ids: list[int]) -> list[str]:
         return [self.tokenizer.decode([t]) for t in token_ids]
@@ -180,17 +198,16 @@ class PolicyApi:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) and "role" in m for m in messages):
             raise RequestError("messages", "must be a non-empty list of {'role': ..., 'content': ...}")
-        prompt_ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(prompt_ids, Mapping):  # transformers 5 returns a BatchEncoding
-            prompt_ids = prompt_ids["input_ids"]
+        prompt_ids = chat_ids(self.tokenizer, messages, add_generation_prompt=True)
         params, n = sampling_params(body, default_max_tokens=None)
-        completions = await self.proxy.generate(list(prompt_ids), params, n)
+        completions = await self.proxy.generate(prompt_ids, params, n)
         choices = []
         for index, completion in enumerate(completions):
+            text = self._text(completion)
+            self._record_assistant_turn(messages, prompt_ids, text, completion.policy_version)
             choice = {
                 "index": index,
-                "message": {"role": "assistant",
-                            "content": self._text(completion)},
+                "message": {"role": "assistant", "content": text},
                 "finish_reason": completion.finish_reason,
                 "logprobs": None,
             }

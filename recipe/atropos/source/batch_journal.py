@@ -220,3 +220,20 @@ def open_journal(directory: str | Path, run: RunIdentity) -> tuple[BatchJournal,
     lineage = owner.lineage_id if owner is not None and reason is None else uuid.uuid4().hex
     journal.write_owner(JournalOwner(lineage, run.project, run.experiment, run.resumed_step))
     return journal, set_aside
+
+
+ASYNC_SAVE_KEYS = ("actor_rollout_ref.actor.checkpoint.async_save", "critic.checkpoint.async_save")
+
+
+def check_checkpoints_are_synchronous(config: Any) -> None:
+    """Raise ValueError naming the key when a checkpoint may be written in the background: the journal
+    lets go of the batches a checkpoint covers as soon as verl's save returns, so a save still being
+    written when a crash comes would lose them."""
+    from omegaconf import OmegaConf
+
+    for key in ASYNC_SAVE_KEYS:
+        if OmegaConf.select(config, key, default=False):
+            raise ValueError(
+                f"{key}=true is not supported by the Atropos recipe: the batch journal drops the batches a "
+                "checkpoint covers once the save returns, and an asynchronous save may not be on disk yet "
+                f"(a crash would lose them). Set {key}=false.")

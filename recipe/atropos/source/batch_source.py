@@ -23,7 +23,11 @@ import time
 
 from recipe.atropos.data.batch_metrics import load_env_names
 from recipe.atropos.data.client_config import AtroposClientConfig
-from recipe.atropos.data.errors import AtroposNotRegisteredError, AtroposUnavailableError
+from recipe.atropos.data.errors import (
+    AtroposBatchRequestFailedError,
+    AtroposNotRegisteredError,
+    AtroposUnavailableError,
+)
 from recipe.atropos.data.scored_group import AtroposBatch
 from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
 from recipe.atropos.source.batch_journal import BatchJournal, RunIdentity, open_journal
@@ -31,6 +35,14 @@ from recipe.atropos.source.batch_prefetcher import BatchPrefetcher
 from recipe.atropos.source.group_buffer import GroupBuffer
 from recipe.atropos.source.policy_lag import filter_stale_groups
 from recipe.atropos.source.policy_versions import PolicyVersionRegistry
+from recipe.atropos.source.step_drops import (
+    BUFFER_AGE,
+    BUFFER_SIZE,
+    OVERSIZED,
+    STALE,
+    UNKNOWN_VERSION,
+    StepDrops,
+)
 from recipe.atropos.source.trained_groups import TrainedGroups
 
 logger = logging.getLogger(__name__)
@@ -40,7 +52,8 @@ FAULT_EXIT_AFTER_JOURNAL_ENV = "ATROPOS_FAULT_EXIT_AFTER_JOURNAL_STEP"
 
 
 class AtroposStopError(RuntimeError):
-    """Atropos gave no batch within max_wait_time and fallback_to_grpo is off."""
+    """The run must stop: no usable batch within max_wait_time and fallback_to_grpo is off, or the
+    API has never answered (see `fallback_before_api_reached`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,12 +94,16 @@ class AtroposBatchSource:
         self.journal: BatchJournal | None = None  # opened by `open`, once the trainer has restored its checkpoint
         self.replay_steps: list[int] = []
         self.registered = False
+        self.api_reached = False  # registered once in this process: fallback is for outages after that
         self.registered_starting_step = -1
         self.fallback_steps = 0
         self.step_env_names: dict[int, str] = {}  # env_id -> name (launcher's names file) when the last batch came
         self.stale_groups_total = 0
         self.buffer_dropped_total = 0
-        self.buffer_dropped_step = 0
+        self.dropped_groups_total = 0
+        self.step_drops = StepDrops()  # what the current step dropped while gathering its batch
+        self.gathering_ran_out = ""  # why the current step's gathering ended without a batch, when it did
+        self.api_down = False  # ... because the API could not be reached
         # Seconds of `/batch` polling (wherever it ran), and of it what the trainer waited for.
         self.poll_seconds = {"step_exposed": 0.0, "poll": 0.0, "exposed": 0.0, "prefetched": 0}
 
@@ -132,28 +149,18 @@ class AtroposBatchSource:
 
     def next_batch(self, step: int) -> tuple[AtroposBatch | None, dict[str, float]]:
         """Step `step`'s groups (exactly `batch_size` sequences, journaled) and the source's metrics;
-        None when Atropos gave nothing in time and `fallback_to_grpo` lets the trainer make its own
-        batch. Raises AtroposStopError when it may not."""
-        replayed = bool(self.replay_steps)
-        batch, stale = (self._replayed_batch(step), 0) if replayed else self._fresh_batch(step)
-        self.stale_groups_total += stale
-        metrics = {"atropos/stale_groups_dropped": float(stale),
-                   "atropos/stale_groups_dropped_total": float(self.stale_groups_total),
-                   "atropos/buffered_groups": float(len(self.group_buffer)),
-                   "atropos/buffer_dropped_groups": float(self.buffer_dropped_step),
-                   "atropos/buffer_dropped_groups_total": float(self.buffer_dropped_total),
-                   **self._poll_metrics()}
-        if batch is None or not batch.groups:
-            if not self.config.fallback_to_grpo:
-                raise AtroposStopError(
-                    f"No Atropos batch within trainer.atropos.max_wait_time={self.config.max_wait_time:.0f}s and "
-                    f"trainer.atropos.fallback_to_grpo is false: stopping at step {step}. The API answers, so "
-                    "no environment sent enough groups: see the launcher's warnings about silent environments and each "
-                    "environment's log.")
-            self.fallback_steps += 1
-            return None, {"atropos/fallback_steps": float(self.fallback_steps), "atropos/from_atropos": 0.0, **metrics}
-        # Lag of what is trained (nothing dropped here: stale groups left the buffer already).
+        None when Atropos gave no usable batch in time and `fallback_to_grpo` lets the trainer make
+        its own batch. Raises AtroposStopError when it may not. The groups dropped while gathering
+        are in the metrics either way (`atropos/dropped_groups/<reason>[/<environment>]`)."""
         self.step_env_names = load_env_names(self.config.env_names_file)  # read once a step, for its metrics
+        self.step_drops = StepDrops()
+        self.gathering_ran_out, self.api_down = "", False
+        replayed = bool(self.replay_steps)
+        batch = self._replayed_batch(step) if replayed else self._fresh_batch(step)
+        metrics = self._drop_metrics()
+        if batch is None or not batch.groups:
+            return None, {**self._ran_out(step), **metrics}
+        # Lag of what is trained (nothing dropped here: stale groups left the buffer already).
         lag = filter_stale_groups(batch.groups, self.version_registry, step - 1, None, env_names=self.step_env_names)
         repeated = self.trained_groups.record(batch.groups)
         if repeated:
@@ -163,6 +170,41 @@ class AtroposBatchSource:
                        "atropos/fallback_steps": float(self.fallback_steps),
                        "atropos/from_atropos": 1.0,
                        "atropos/replayed": float(replayed)}
+
+    def _drop_metrics(self) -> dict[str, float]:
+        drops = self.step_drops
+        stale = drops.total(STALE) + drops.total(UNKNOWN_VERSION)
+        buffer_dropped = drops.total(BUFFER_AGE) + drops.total(BUFFER_SIZE)
+        self.stale_groups_total += stale
+        self.buffer_dropped_total += buffer_dropped
+        self.dropped_groups_total += drops.total()
+        return {**drops.metrics(self.step_env_names),
+                "atropos/dropped_groups_total": float(self.dropped_groups_total),
+                "atropos/stale_groups_dropped": float(stale),
+                "atropos/stale_groups_dropped_total": float(self.stale_groups_total),
+                "atropos/buffered_groups": float(len(self.group_buffer)),
+                "atropos/buffer_dropped_groups": float(buffer_dropped),
+                "atropos/buffer_dropped_groups_total": float(self.buffer_dropped_total),
+                **self._poll_metrics()}
+
+    def _ran_out(self, step: int) -> dict[str, float]:
+        """The step got no batch: stop (AtroposStopError naming why and what was dropped), or count a
+        fallback step and return its metrics."""
+        why = self.gathering_ran_out or f"No Atropos batch within trainer.atropos.max_wait_time={self.config.max_wait_time:.0f}s"
+        dropped = self.step_drops.describe(self.step_env_names)
+        if self.step_drops.total():
+            advice = (f"Groups dropped while gathering it, by reason (environment count): {dropped}; each drop is "
+                      "logged with its group and field.")
+        elif self.api_down:
+            advice = "It answered before: an outage (fallback steps end once it answers again)."
+        else:
+            advice = ("The API answers, so no environment sent enough groups: see the launcher's warnings about "
+                      "silent environments and each environment's log.")
+        if not self.config.fallback_to_grpo:
+            raise AtroposStopError(f"{why} and trainer.atropos.fallback_to_grpo is false: stopping at step {step}. {advice}")
+        self.fallback_steps += 1
+        logger.warning("%s: step %d falls back to GRPO on the local dataset. %s", why, step, advice)
+        return {"atropos/fallback_steps": float(self.fallback_steps), "atropos/from_atropos": 0.0}
 
     def checkpoint_started(self, step: int, checkpoint_folder: str) -> None:
         """The trainer is about to write step `step`'s checkpoint into `checkpoint_folder`."""
@@ -197,33 +239,61 @@ class AtroposBatchSource:
     # ------------------------------------------------------------------ the API
     def _register(self, step: int) -> AtroposBatch | None:
         """Register with the step count we resume from, then open the API to environments (its first
-        `/batch`). A batch that first call returns is kept: `/batch` pops it on the server."""
+        `/batch`). A batch that first call returns is kept: `/batch` pops it on the server. That call
+        failing after it was sent (a 500 for a batch run-api cannot encode) is counted by the client
+        and the poll goes on, as for every other `/batch`."""
         completed_steps = step - 1
         self.client.register(**dataclasses.asdict(self.registration), starting_step=completed_steps)
         self.registered = True
+        self.api_reached = True
         self.registered_starting_step = completed_steps
-        return self.client.get_batch()
-
-    def _poll(self, step: int) -> AtroposBatch | None:
-        """A batch from Atropos, or None when it is unavailable or sent nothing in time."""
-        fallback = self.config.fallback_to_grpo
-        if fallback and not self.client.health():
-            logger.warning("Atropos API at %s is not answering: step %d falls back to GRPO on the local dataset",
-                           self.client.base_url, step)
-            self.registered = False
+        try:
+            return self.client.get_batch()
+        except AtroposBatchRequestFailedError as exc:
+            logger.warning("the first /batch after registering failed (%s): polling on", exc)
             return None
+
+    def _wait_for_first_contact(self, step: int, deadline: float) -> None:
+        """Before the API has ever answered: wait for it until `deadline`, then stop the run. Fallback
+        is for outages of an API that was reached; a run whose API never answered would otherwise train
+        plain GRPO from its first step with only a metric to say so."""
+        interval = self.config.poll_interval
+        while not self.client.health():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AtroposStopError(
+                    f"The Atropos API at {self.client.base_url} (trainer.atropos.api_url) has not answered since the "
+                    f"run started: waited trainer.atropos.max_wait_time={self.config.max_wait_time:.0f}s before step "
+                    f"{step}. Start atroposlib's `run-api` there and your environments, or train through the launcher "
+                    "(`python -m recipe.atropos.launcher --config <yaml>`), which starts both. To train verl's GRPO on "
+                    "data.train_files until it answers, set trainer.atropos.fallback_before_api_reached=true.")
+            logger.info("waiting for the Atropos API at %s (trainer.atropos.api_url) before step %d: %.0fs left",
+                        self.client.base_url, step, remaining)
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 2, self.config.max_poll_interval)
+
+    def _poll(self, step: int, deadline: float) -> AtroposBatch | None:
+        """A batch from Atropos, or None when it is unavailable or sent nothing before `deadline`."""
+        fallback = self.config.fallback_to_grpo
+        if not self.api_reached and not (fallback and self.config.fallback_before_api_reached):
+            self._wait_for_first_contact(step, deadline)
+        elif fallback and not self.client.health():
+            self.registered = False
+            self.gathering_ran_out, self.api_down = f"The Atropos API at {self.client.base_url} is not answering", True
+            return None
+        remaining = lambda: max(deadline - time.monotonic(), 0.05)  # noqa: E731
         try:
             if not self.registered:
                 batch = self._register(step)
-                if batch is not None and batch.groups:
+                if batch is not None:  # popped: its groups, or its invalid ones to count
                     return batch
             try:
-                return self.client.poll_batch()
+                return self.client.poll_batch(max_wait_time=remaining())
             except AtroposNotRegisteredError:
                 logger.warning("Atropos lost its registration (restarted or reset): registering again at step %d", step - 1)
                 self.registered = False
                 batch = self._register(step)
-                return batch if batch is not None and batch.groups else self.client.poll_batch()
+                return batch if batch is not None else self.client.poll_batch(max_wait_time=remaining())
         except AtroposUnavailableError as exc:
             self.registered = False
             if not fallback:
@@ -231,7 +301,7 @@ class AtroposBatchSource:
                     f"Atropos unavailable for {self.config.max_wait_time:.0f}s and "
                     f"trainer.atropos.fallback_to_grpo is false: stopping at step {step}. ({exc})"
                 ) from exc
-            logger.warning("%s; step %d falls back to GRPO on the local dataset", exc, step)
+            self.gathering_ran_out, self.api_down = f"Atropos unavailable ({exc})", True
             return None
 
     # ------------------------------------------------------------------ one step's groups
@@ -242,51 +312,61 @@ class AtroposBatchSource:
         self.journal.renumber(journaled_step, step)  # one rename: a crash leaves exactly one entry
         return self.client.validate_batch(self.journal.load(step))
 
-    def _drop_stale_buffered(self, step: int) -> int:
-        """Remove buffered groups older than max_policy_lag (logged by filter_stale_groups)."""
-        if self.max_policy_lag is None or not len(self.group_buffer):
-            return 0
-        lag = filter_stale_groups(self.group_buffer.entries, self.version_registry, step - 1, self.max_policy_lag,
-                                  drop_unknown=self.config.drop_unknown_version_groups)
-        stale = {id(group) for group in lag.stale}
-        return len(self.group_buffer.remove_if(lambda group: id(group) in stale))
-
-    def _drop_over_buffer_bounds(self, step: int) -> int:
-        """Remove buffered groups past the buffer's age and size bounds, each logged with its reason."""
-        dropped = self.group_buffer.drop_over_bounds(step)
-        for group, reason in dropped:
+    def _drop_from_buffer(self, step: int) -> None:
+        """Remove buffered groups that step `step` must not train, each logged and counted in the
+        step's drops: larger than a step, older than max_policy_lag (or of unknown version, with
+        drop_unknown_version_groups), past the buffer's age and size bounds."""
+        drops = self.step_drops
+        for group in self.group_buffer.remove_if(lambda g: g.size > self.sequences_per_step):
+            logger.error("dropping group %d (env_id=%s): %d sequences cannot fit a step of %d; make the environment's "
+                         "group_size divide the batch", group.group_index, group.env_id, group.size, self.sequences_per_step)
+            drops.add(OVERSIZED, group.env_id)
+        if self.max_policy_lag is not None and len(self.group_buffer):  # filter_stale_groups logs each drop
+            lag = filter_stale_groups(self.group_buffer.entries, self.version_registry, step - 1, self.max_policy_lag,
+                                      drop_unknown=self.config.drop_unknown_version_groups)
+            for reason, groups in ((STALE, lag.stale), (UNKNOWN_VERSION, lag.unknown)):
+                leaving = {id(group) for group in groups}
+                for group in self.group_buffer.remove_if(lambda g: id(g) in leaving):
+                    drops.add(reason, group.env_id)
+        for group, reason, why in self.group_buffer.drop_over_bounds(step):
             logger.warning("dropping buffered group %d (env_id=%s, %d sequences) at step %d: %s",
-                           group.group_index, group.env_id, group.size, step, reason)
-        self.buffer_dropped_total += len(dropped)
-        return len(dropped)
+                           group.group_index, group.env_id, group.size, step, why)
+            drops.add(reason, group.env_id)
 
-    def _fresh_batch(self, step: int) -> tuple[AtroposBatch | None, int]:
+    def _fresh_batch(self, step: int) -> AtroposBatch | None:
         """Exactly one step's sequences of valid, fresh-enough groups: buffered ones first, topped up
-        from `/batch`; journaled (with what is left over) before use. None when Atropos gave nothing
-        in time. Also returns how many stale groups were dropped."""
+        from `/batch`; journaled (with what is left over) before use. None, with the reason in
+        `gathering_ran_out`, when Atropos gave nothing usable in time: gathering is bounded by
+        max_wait_time and by max_unusable_batches answers in a row that held nothing this step can train."""
         polled: list[AtroposBatch] = []
-        stale = 0
+        deadline = time.monotonic() + self.config.max_wait_time
+        unusable = 0
         self.poll_seconds["step_exposed"] = 0.0
-        self.buffer_dropped_step = 0
-        while True:
-            stale += self._drop_stale_buffered(step)
-            self.buffer_dropped_step += self._drop_over_buffer_bounds(step)
-            taken = self.group_buffer.take_exact(self.sequences_per_step)
-            if taken is not None:
-                break
+        self._drop_from_buffer(step)
+        while (taken := self.group_buffer.take_exact(self.sequences_per_step)) is None:
+            if unusable >= self.config.max_unusable_batches:
+                self.gathering_ran_out = (f"{unusable} Atropos batches in a row held no group step {step} could train "
+                                          f"(trainer.atropos.max_unusable_batches={self.config.max_unusable_batches})")
+                return None
+            if time.monotonic() >= deadline:
+                self.gathering_ran_out = (f"No usable Atropos batch of {self.sequences_per_step} sequences for step {step} "
+                                          f"within trainer.atropos.max_wait_time={self.config.max_wait_time:.0f}s")
+                return None
             started = time.monotonic()
-            batch = self._prefetched_batch(step) if self.prefetcher is not None and self.prefetcher.pending else self._poll(step)
+            pending = self.prefetcher is not None and self.prefetcher.pending
+            batch = self._prefetched_batch(step, deadline) if pending else self._poll(step, deadline)
             self._count_poll(time.monotonic() - started, batch.wait_s if batch is not None else 0.0)
             if batch is None:
-                return None, stale
+                return None
             polled.append(batch)
-            self.group_buffer.add(batch, step)
-            for group in self.group_buffer.remove_if(lambda g: g.size > self.sequences_per_step):
-                logger.error("dropping group %d (env_id=%s): %d sequences cannot fit a step of %d; "
-                             "make the environment's group_size divide the batch", group.group_index, group.env_id,
-                             group.size, self.sequences_per_step)
+            for bad in batch.invalid:
+                self.step_drops.add(f"invalid_{bad.metric_key}", bad.env_id)
             if not batch.groups:
                 logger.warning("Atropos batch at step %d had no valid group (%d invalid)", step, len(batch.invalid))
+            self.group_buffer.add(batch, step)
+            self._drop_from_buffer(step)
+            buffered = {group.uid for group in self.group_buffer.entries}
+            unusable = 0 if any(group.uid in buffered for group in batch.groups) else unusable + 1
             # Popped on the server: kept on disk until a step's journal entry takes it over.
             self.journal.save_buffer(step - 1, self.group_buffer.scored_data())
             self.journal.clear_prefetched()
@@ -299,7 +379,7 @@ class AtroposBatchSource:
         if os.environ.get(FAULT_EXIT_AFTER_JOURNAL_ENV) == str(step):
             logger.error("fault injection: exiting after journaling step %d", step)
             os._exit(75)
-        return AtroposBatch.of_step(taken, polled), stale
+        return AtroposBatch.of_step(taken, polled)
 
     # ------------------------------------------------------------------ prefetch (batch_prefetcher.py)
     def _start_prefetch(self, step: int) -> None:
@@ -323,7 +403,7 @@ class AtroposBatchSource:
             self.journal.save_prefetched([group.to_scored_data() for group in batch.groups])
         return batch
 
-    def _prefetched_batch(self, step: int) -> AtroposBatch | None:
+    def _prefetched_batch(self, step: int, deadline: float) -> AtroposBatch | None:
         """The prefetched batch; when its poll failed (server gone, registration lost), the usual path
         decides: health check, registering again, fallback."""
         try:
@@ -331,7 +411,7 @@ class AtroposBatchSource:
         except (AtroposUnavailableError, AtroposNotRegisteredError) as exc:
             logger.warning("prefetch poll failed (%s): polling again in the trainer", exc)
             self.registered = False
-            return self._poll(step)
+            return self._poll(step, deadline)
         if batch is None:
             logger.warning("No Atropos batch within %.1fs (prefetch)", self.config.max_wait_time)
             return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from recipe.atropos.data.scored_group import AtroposBatch, ScoredGroup
+from recipe.atropos.source.step_drops import BUFFER_AGE, BUFFER_SIZE
 
 
 def _exact_subset(sizes: list[int], target: int) -> list[int] | None:
@@ -56,19 +57,19 @@ class GroupBuffer:
             self._added_at.pop(group.uid, None)
         return removed
 
-    def drop_over_bounds(self, step: int) -> list[tuple[ScoredGroup, str]]:
+    def drop_over_bounds(self, step: int) -> list[tuple[ScoredGroup, str, str]]:
         """Remove the groups past the bounds at `step`: older than max_age_steps, then the oldest
-        beyond max_groups. Each with the reason it was dropped."""
-        dropped: list[tuple[ScoredGroup, str]] = []
+        beyond max_groups. Each with its reason (a step_drops key) and why, in words."""
+        dropped: list[tuple[ScoredGroup, str, str]] = []
         if self.max_age_steps is not None:
             limit = self.max_age_steps
             for group in self.remove_if(lambda g: step - self._added_at.get(g.uid, step) > limit):
-                dropped.append((group, f"waited more than trainer.atropos.max_buffer_age_steps={limit} steps for "
+                dropped.append((group, BUFFER_AGE, f"waited more than trainer.atropos.max_buffer_age_steps={limit} steps for "
                                        "a step it fits exactly"))
         if self.max_groups is not None and len(self.entries) > self.max_groups:
             excess = {id(group) for group in self.entries[: len(self.entries) - self.max_groups]}
             for group in self.remove_if(lambda g: id(g) in excess):
-                dropped.append((group, f"the buffer holds more than trainer.atropos.max_buffered_groups="
+                dropped.append((group, BUFFER_SIZE, f"the buffer holds more than trainer.atropos.max_buffered_groups="
                                        f"{self.max_groups} groups (oldest dropped)"))
         return dropped
 

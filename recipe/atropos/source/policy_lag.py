@@ -35,7 +35,7 @@ def sequence_version(tokens: np.ndarray, masks: np.ndarray, registry: PolicyVers
         whole = registry.lookup(tokens[masks != PROMPT_LABEL])
         if whole is not None:
             return whole
-    versions = [registry.lookup_pieces(run) for run in runs]  # each tries its whole run first
+    versions = [registry.lookup_run(run) for run in runs]  # each tries its whole run first, then unframed
     return None if not versions or None in versions else min(versions)
 
 
@@ -53,7 +53,8 @@ def group_version(group: ScoredGroup, registry: PolicyVersionRegistry) -> int | 
 @dataclasses.dataclass
 class LagFilterResult:
     kept: list[ScoredGroup]
-    stale: list[ScoredGroup]
+    stale: list[ScoredGroup]  # older than max_policy_lag
+    unknown: list[ScoredGroup]  # of unknown version, dropped (drop_unknown)
     metrics: dict[str, float]
 
 
@@ -62,7 +63,7 @@ def filter_stale_groups(groups: list[ScoredGroup], registry: PolicyVersionRegist
                         env_names: dict[int, str] | None = None) -> LagFilterResult:
     """Split `groups` into those within `max_policy_lag` (or of unknown version, unless `drop_unknown`)
     and stale ones. Metrics include the share of groups of unknown version per environment."""
-    kept, stale, lags = [], [], []
+    kept, stale, dropped_unknown, lags = [], [], [], []
     unknown = 0
     per_env: dict[object, list[int]] = collections.defaultdict(lambda: [0, 0])  # env -> [unknown, groups]
     for group in groups:
@@ -76,7 +77,7 @@ def filter_stale_groups(groups: list[ScoredGroup], registry: PolicyVersionRegist
                 logger.warning("dropping group %d (env_id=%s): its policy version is unknown (completions not found "
                                "among those the policy server served) and trainer.atropos.drop_unknown_version_groups "
                                "is set", group.group_index, group.env_id)
-                stale.append(group)
+                dropped_unknown.append(group)
             else:
                 kept.append(group)
             continue
@@ -89,7 +90,7 @@ def filter_stale_groups(groups: list[ScoredGroup], registry: PolicyVersionRegist
         else:
             kept.append(group)
     metrics = {
-        "atropos/stale_groups_dropped": float(len(stale)),
+        "atropos/stale_groups_dropped": float(len(stale) + len(dropped_unknown)),
         "atropos/policy_version_unknown_groups": float(unknown),
     }
     for env_id, (env_unknown, env_groups) in per_env.items():
@@ -101,4 +102,4 @@ def filter_stale_groups(groups: list[ScoredGroup], registry: PolicyVersionRegist
             "atropos/policy_lag_max": float(np.max(lags)),
             "atropos/policy_version_min": float(completed_updates - np.max(lags)),
         })
-    return LagFilterResult(kept, stale, metrics)
+    return LagFilterResult(kept, stale, dropped_unknown, metrics)

@@ -1,7 +1,8 @@
 """Which policy version produced a completion, so the trainer can measure and bound policy lag.
 
 Environments post token ids, not the responses of the inference server, so the version cannot
-travel with the data through Atropos. The inference proxy records every completion it serves
+travel with the data through Atropos. A completion served more than once keeps its oldest version:
+the policy lag it measures is then an upper bound. The inference proxy records every completion it serves
 under a digest of its token ids; the trainer, in the same process, looks up the completions of
 each group it pulls. Version = the global step whose update the served weights contain (0: the
 initial weights).
@@ -51,6 +52,18 @@ class PolicyVersionRegistry:
         self._versions = _FirstInFirstOut(capacity, self._forget_length)  # digest -> (version, length)
         self._lengths: collections.Counter[int] = collections.Counter()  # lengths of the recorded pieces
         self._lock = threading.Lock()
+        self._framing_prefixes: list[tuple[int, ...]] = []  # set_template_framing
+        self._framing_suffixes: list[tuple[int, ...]] = []
+
+    def set_template_framing(self, before: Sequence[int], after: Sequence[int]) -> None:
+        """The tokens a chat template puts before and after an assistant answer (template_framing.py).
+        `lookup_run` strips them: any tail of `before` from the start of a run; any tail or head of
+        `after` from its end (served ids may end with the end-of-turn token, history turns may lack the
+        newline after it)."""
+        before, after = tuple(int(t) for t in before), tuple(int(t) for t in after)
+        self._framing_prefixes = sorted({before[i:] for i in range(len(before))}, key=len, reverse=True)
+        self._framing_suffixes = sorted({after[i:] for i in range(len(after))} | {after[:i] for i in range(1, len(after) + 1)},
+                                        key=len, reverse=True)
 
     def record(self, token_ids: Sequence[int] | np.ndarray, version: int) -> None:
         key = completion_key(token_ids)
@@ -58,8 +71,14 @@ class PolicyVersionRegistry:
         if length == 0:
             return
         with self._lock:
-            if key not in self._versions:  # the same tokens again: same length, newest version, moved to the end
+            known = self._versions.get(key)
+            if known is None:
                 self._lengths[length] += 1
+            else:
+                # The same tokens served again (short, repetitive answers are): a group that posts them may
+                # hold either serving, so it keeps the oldest version, which keeps the max_policy_lag bound
+                # safe. Set again, the entry moves to the end of the FIFO.
+                version = min(int(version), known[0])
             self._versions[key] = (int(version), length)
 
     def _forget_length(self, evicted: tuple[int, int]) -> None:
@@ -94,6 +113,25 @@ class PolicyVersionRegistry:
             else:
                 return None
         return oldest
+
+    def lookup_run(self, token_ids: Sequence[int] | np.ndarray) -> int | None:
+        """`lookup_pieces`, then the same with the chat template's framing stripped from the run's ends
+        (the oldest version any of those finds)."""
+        tokens = np.asarray(token_ids, dtype=np.int64)
+        found = self.lookup_pieces(tokens)
+        if found is not None or not (self._framing_prefixes or self._framing_suffixes):
+            return found
+        versions = []
+        for prefix in ((), *self._framing_prefixes):
+            if tuple(tokens[: len(prefix)].tolist()) != prefix:
+                continue
+            for suffix in ((), *self._framing_suffixes):
+                inner = tokens[len(prefix): tokens.size - len(suffix)]
+                if (prefix or suffix) and inner.size and tuple(tokens[tokens.size - len(suffix):].tolist()) == suffix:
+                    version = self.lookup_pieces(inner)
+                    if version is not None:
+                        versions.append(version)
+        return min(versions) if versions else None
 
     def __len__(self) -> int:
         return len(self._versions)

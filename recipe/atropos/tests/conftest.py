@@ -67,18 +67,7 @@ def small_trainer_config(tiny_model_dir, arithmetic_parquet):
 def policy_server(tiny_model_dir):
     """The trainer's policy server (real HTTP app and proxy) over verl_patches' real HFCPUServer with
     the tiny Qwen2, in-process instead of as a Ray actor (the proxy calls the same methods either way)."""
-    from types import SimpleNamespace
+    from recipe.atropos.tests.helpers.policy_server_helpers import serving
 
-    from transformers import AutoTokenizer
-
-    from recipe.atropos.policy_server.proxy import InferenceProxy
-    from recipe.atropos.policy_server.service import InferenceService
-    from verl_patches.hf_cpu_rollout import HFCPUServer
-
-    config = SimpleNamespace(prompt_length=480, response_length=16, max_model_len=None, seed=0)
-    server = HFCPUServer(config, SimpleNamespace(local_path=str(tiny_model_dir), path=str(tiny_model_dir)), replica_rank=0)
-    proxy = InferenceProxy([server], batched=True, request_wait_timeout=30.0)
-    service = InferenceService(proxy, AutoTokenizer.from_pretrained(tiny_model_dir), model_name="policy")
-    service.start()
-    yield SimpleNamespace(server=server, proxy=proxy, service=service, url=service.base_url, model_dir=tiny_model_dir)
-    service.stop()
+    with serving(tiny_model_dir) as served:
+        yield served

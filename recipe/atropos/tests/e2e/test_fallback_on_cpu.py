@@ -1,7 +1,9 @@
-"""Fallback to standard GRPO: the Atropos API is down at start and comes up after step 1.
+"""Fallback to standard GRPO, asked for from the start (`fallback_before_api_reached`): the Atropos
+API is down at start and comes up after step 1.
 
 Step 1 trains on the local dataset through verl's own rollout (hf_cpu); once the API answers, the
-trainer registers and the following steps train on the environment's groups."""
+trainer registers and the following steps train on the environment's groups. Without the setting a
+run waits for an API it never reached and then stops (test_batch_source_on_cpu.py)."""
 
 import time
 
@@ -17,7 +19,8 @@ def test_api_down_at_start_then_up(tmp_path, tiny_model_dir):
     port = free_loopback_port()
     url = f"http://127.0.0.1:{port}"
     trainer = trainer_process(tiny_model_dir, data, url, tmp_path, STEPS,
-                              ["trainer.atropos.retry_delay=0.2", "trainer.atropos.max_wait_time=120"]).start()
+                              ["trainer.atropos.retry_delay=0.2", "trainer.atropos.max_wait_time=120",
+                               "trainer.atropos.fallback_before_api_reached=true"]).start()
     api = RunApiProcess(port=port, log_path=tmp_path / "run-api.log")
     env = env_process(tiny_model_dir, url, tmp_path)
     try:

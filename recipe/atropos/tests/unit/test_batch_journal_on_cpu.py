@@ -72,29 +72,37 @@ def test_prefetched_batch_is_loaded_once_whichever_file_holds_it(tmp_path):
 
 class CrashAt:
     """Fault injection for the crash window (a process death cannot be placed between two file
-    operations from a test otherwise): the k-th file rename or removal raises instead of running."""
+    operations from a test otherwise): every file rename or removal is recorded by name, and the k-th
+    raises instead of running (`crashed` then says it did; k=None: none raises)."""
 
     def __init__(self, monkeypatch, k):
-        self.k, self.calls = k, 0
-        for owner, name in ((os, "replace"), (os, "rename"), (pathlib.Path, "unlink"), (pathlib.Path, "rename"),
-                            (pathlib.Path, "replace")):
-            monkeypatch.setattr(owner, name, self._wrap(getattr(owner, name)))
+        self.k, self.operations, self.crashed = k, [], False
+        for owner, name in ((os, "replace"), (os, "rename"), (os, "remove"), (os, "unlink"), (pathlib.Path, "unlink"),
+                            (pathlib.Path, "rename"), (pathlib.Path, "replace")):
+            monkeypatch.setattr(owner, name, self._wrap(f"{owner.__name__}.{name}", getattr(owner, name)))
 
-    def _wrap(self, original):
+    def _wrap(self, label, original):
         def operation(*args, **kwargs):
-            self.calls += 1
-            if self.calls == self.k:
-                raise SystemExit(f"crash at file operation {self.k}")
+            self.operations.append(label)
+            if len(self.operations) == self.k:
+                self.crashed = True
+                raise SystemExit(f"crash at file operation {self.k} ({label})")
             return original(*args, **kwargs)
 
         return operation
 
 
-@pytest.mark.parametrize("crash_at", [1, 2, 3, 4])
+# The file operations of a renumbered replay, in order: the one rename of `BatchJournal.renumber`
+# (the no-crash case checks that this is all of them, so each crash case below really crashes).
+REPLAY_OPERATIONS = ["os.replace"]
+
+
+@pytest.mark.parametrize("crash_at", [*range(1, len(REPLAY_OPERATIONS) + 1), None],
+                         ids=[*(f"{k}-{name}" for k, name in enumerate(REPLAY_OPERATIONS, 1)), "no_crash"])
 def test_a_renumbered_replay_is_journaled_exactly_once_whenever_the_trainer_dies(tmp_path, monkeypatch, crash_at):
     """Resumed at step 6 with entries 7 and 9 (step 8 fell back to GRPO): entry 9 replays as step 8.
-    Whichever file operation the trainer dies at, the batch is in exactly one entry afterwards, so
-    the next resume trains it once."""
+    Whichever file operation the trainer dies at (or none), the batch is in exactly one entry
+    afterwards, so the next resume trains it once."""
     from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
     from recipe.atropos.source.batch_source import AtroposBatchSource, Registration
 
@@ -105,13 +113,18 @@ def test_a_renumbered_replay_is_journaled_exactly_once_whenever_the_trainer_dies
     source = AtroposBatchSource(AtroposEnvironmentClient({"api_url": "http://127.0.0.1:1"}),
                                 Registration(batch_size=2, max_token_len=64, num_steps=10))
     source.journal, source.replay_steps = journal, [9]  # only the replay path: no server
+    replayed = None
     with monkeypatch.context() as patch:
-        CrashAt(patch, crash_at)
+        crash = CrashAt(patch, crash_at)
         try:
             replayed = source._replayed_batch(8)
-            assert [g.tokens.tolist() for g in replayed.groups] == [[9, 2]]
         except SystemExit:
             pass
+    if crash_at is None:
+        assert crash.operations == REPLAY_OPERATIONS, "the replay's file operations changed: update REPLAY_OPERATIONS"
+        assert not crash.crashed and [g.tokens.tolist() for g in replayed.groups] == [[9, 2]]
+    else:
+        assert crash.crashed and crash.operations == REPLAY_OPERATIONS[:crash_at]  # died at that operation
     holding = [step for step in journal.steps() if journal.load(step)[0]["trainer_uid"] == "g9"]
     assert len(holding) == 1, holding
 
@@ -169,3 +182,14 @@ def test_a_crash_before_the_first_checkpoint_is_replayed_by_the_same_experiment_
     assert set_aside is None and same.pending(after_step=0) == [1]
     _, set_aside = open_journal(tmp_path / "j", run(experiment="another"))
     assert set_aside is not None and BatchJournal(set_aside).steps() == [1]
+
+
+@pytest.mark.parametrize("key", ["actor_rollout_ref.actor.checkpoint.async_save", "critic.checkpoint.async_save"])
+def test_asynchronous_checkpoints_stop_the_trainer_naming_the_key(small_trainer_config, key):
+    """The journal drops what a checkpoint covers once verl's save returns: a save still being written
+    in the background could lose those batches in a crash, so the setting is refused."""
+    from recipe.atropos.atropos_ray_trainer import RayGRPOAtroposTrainer
+
+    config = small_trainer_config(f"{key}=true")
+    with pytest.raises(ValueError, match=rf"{key}=true is not supported by the Atropos recipe"):
+        RayGRPOAtroposTrainer(config=config, tokenizer=None, role_worker_mapping={}, resource_pool_manager=None)

@@ -55,14 +55,16 @@ def test_a_group_that_never_fits_is_dropped_by_age_and_the_buffer_by_size():
     assert uids(buffer.take_exact(8)) == uids(batch.groups[1:])
     assert not buffer.can_fill(8)
     assert buffer.drop_over_bounds(step=4) == []  # waited 3 steps: still kept
-    ((dropped, reason),) = buffer.drop_over_bounds(step=5)
-    assert dropped.uid == batch.groups[0].uid and "max_buffer_age_steps=3" in reason and len(buffer) == 0
+    ((dropped, key, reason),) = buffer.drop_over_bounds(step=5)
+    assert dropped.uid == batch.groups[0].uid and key == "buffer_age" and "max_buffer_age_steps=3" in reason
+    assert len(buffer) == 0
 
     bounded = GroupBuffer(max_groups=2)
     many, _ = batch_of([4, 4, 4], seed=2)
     bounded.add(many, step=1)
     dropped = bounded.drop_over_bounds(step=1)
-    assert [group.uid for group, _ in dropped] == [many.groups[0].uid] and "max_buffered_groups=2" in dropped[0][1]
+    assert [group.uid for group, _, _ in dropped] == [many.groups[0].uid] and dropped[0][1] == "buffer_size"
+    assert "max_buffered_groups=2" in dropped[0][2]
     assert uids(bounded.entries) == uids(many.groups[1:])
 
 

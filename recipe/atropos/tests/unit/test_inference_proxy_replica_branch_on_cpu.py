@@ -151,3 +151,29 @@ def test_the_gate_stays_closed_when_the_next_sync_closed_it_before_the_caches_we
 
     proxy = asyncio.run(run())
     assert not proxy.is_open  # the trainer's second sync holds it until its own resume
+
+
+def test_a_request_woken_by_a_resume_that_a_pause_followed_at_once_waits_for_the_next_resume():
+    """The trainer resumes and at once pauses for the next sync (back-to-back steps): a request that was
+    waiting at the gate wakes after the gate closed again. It must wait again, not reach the replica
+    while pause() has reported the replicas drained."""
+    async def run():
+        replica = SeededReplica()
+        proxy = InferenceProxy([replica])
+        assert await proxy.pause(drain_timeout=1.0) is True
+        waiting = asyncio.ensure_future(proxy.generate([1, 2], {"seed": 7}, n=1))
+        for _ in range(10):
+            await asyncio.sleep(0)  # it runs up to the closed gate and waits there
+        await proxy.resume(policy_version=1)
+        drained = await proxy.pause(drain_timeout=1.0)  # before the waiter ran
+        for _ in range(10):
+            await asyncio.sleep(0)  # let the woken request run
+        reached_during_update = list(replica.seen_seeds), proxy.in_flight
+        await proxy.resume(policy_version=2)
+        completions = await waiting
+        return drained, reached_during_update, completions
+
+    drained, (seeds_during_update, in_flight_during_update), completions = asyncio.run(run())
+    assert drained is True
+    assert seeds_during_update == [] and in_flight_during_update == 0
+    assert completions[0].policy_version == 2

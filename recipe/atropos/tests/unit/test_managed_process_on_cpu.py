@@ -1,7 +1,9 @@
 """ManagedProcess owns its whole process group: children of a leader that exited gracefully are
 stopped too, several processes are stopped against one deadline (not one timeout each, in turn),
-and a shutdown signal that lands while a child is being started finds the child recorded."""
+a shutdown signal that lands while a child is being started finds the child recorded, and a group
+id that may have been reused (its leader exited long ago, no known member left) is never signalled."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -93,3 +95,65 @@ def test_a_signal_while_a_child_starts_is_acted_on_once_the_child_is_recorded(tm
     assert managed.process is not None and managed.running()
     managed.stop(timeout=5.0)
     assert not managed.running()
+
+
+def test_stopping_a_process_that_exited_long_ago_spares_the_unrelated_group_that_got_its_id(monkeypatch):
+    """PID reuse, simulated: the leader exited and was reaped, its group emptied, and the kernel gave
+    its pid to an unrelated process that leads a session (so a group) of its own. Stopping the
+    ManagedProcess must signal neither that group nor that process."""
+    managed = ManagedProcess("exited", [sys.executable, "-c", "pass"]).start()
+    assert managed.process.wait(timeout=60) == 0  # exited and reaped: its pid is free for reuse
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        assert os.getpgid(stranger.pid) == stranger.pid
+        monkeypatch.setattr(managed.process, "pid", stranger.pid)  # the recorded pid (and group id) now names it
+        assert managed.stop(timeout=2.0) == 0
+        with pytest.raises(subprocess.TimeoutExpired):  # still running a second later: stop sent it nothing
+            stranger.wait(timeout=1.0)
+    finally:
+        stranger.kill()
+        stranger.wait(timeout=30)
+
+
+# Starts a stubborn child, waits for the test to track it, then starts a second one (never tracked).
+LATE_CHILD_LEADER = """
+import os, subprocess, sys, time
+def started(name):
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1] + name])
+    open(sys.argv[1] + name + ".tmp", "w").write(str(child.pid))
+    os.replace(sys.argv[1] + name + ".tmp", sys.argv[1] + name + ".pid")
+started(".first")
+while not os.path.exists(sys.argv[1] + ".tracked"):
+    time.sleep(0.05)
+started(".late")
+time.sleep(600)
+"""
+
+
+def test_a_group_whose_leader_exited_long_ago_is_stopped_while_a_tracked_member_lives(tmp_path):
+    """The leader died (and was reaped) long before the stop; its children live on in the group, one
+    tracked, one started after the last tracking. The tracked one shows the group is still ours, so
+    the whole group is stopped: the untracked child gets SIGTERM and SIGKILL too."""
+    note = str(tmp_path / "group")
+    leader = ManagedProcess("leader", [sys.executable, "-c", LATE_CHILD_LEADER, note, STUBBORN]).start()
+    children = []
+    try:
+        wait_for(note + ".first.pid")
+        children.append(psutil.Process(int(open(note + ".first.pid").read())))
+        wait_for(note + ".first.ready")
+        leader.track_children()
+        open(note + ".tracked", "w").close()
+        wait_for(note + ".late.pid")
+        children.append(psutil.Process(int(open(note + ".late.pid").read())))
+        wait_for(note + ".late.ready")
+        os.kill(leader.pid, signal.SIGTERM)  # the leader alone
+        assert leader.process.wait(timeout=30) == -signal.SIGTERM
+        late = children[1]
+        assert os.getpgid(late.pid) == leader.pid  # the group lives on without its leader
+        leader.stop(timeout=2.0)
+        assert os.path.exists(note + ".late")  # the untracked child got the group's SIGTERM (and ignored it)...
+        late.wait(timeout=10)  # ...and the group's SIGKILL: wait returns, no TimeoutExpired
+    finally:
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()

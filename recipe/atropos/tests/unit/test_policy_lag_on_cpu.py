@@ -65,7 +65,7 @@ def test_unknown_versions_are_reported_per_environment_and_dropped_only_when_ask
     assert kept.metrics["atropos/policy_version_unknown_share/math"] == 0.0
     dropped = filter_stale_groups([served, foreign], registry, completed_updates=3, max_policy_lag=5,
                                   drop_unknown=True)
-    assert [g.uid for g in dropped.kept] == [served.uid] and [g.uid for g in dropped.stale] == [foreign.uid]
+    assert [g.uid for g in dropped.kept] == [served.uid] and [g.uid for g in dropped.unknown] == [foreign.uid]
 
 
 def test_dropping_unknown_versions_without_a_lag_bound_is_refused():
@@ -87,3 +87,16 @@ def test_chat_text_re_tokenised_by_the_environment_is_found(policy_server):
         retokenised = tokenizer.encode(choice["message"]["content"], add_special_tokens=False)
         if retokenised:
             assert policy_server.proxy.registry.lookup_pieces(np.asarray(retokenised)) == 6
+
+
+def test_an_answer_served_again_later_keeps_the_lag_of_its_first_serving():
+    """A short answer ("12") served at version 1 and again at version 6: a group posting it may hold the
+    first serving, so at 6 updates done its lag is 5 (not 0) and max_policy_lag=2 drops it."""
+    short_answer = [16, 17]
+    registry = PolicyVersionRegistry()
+    registry.record(short_answer, 1)
+    registry.record(short_answer, 6)
+    group = group_of([[(PROMPT, False), (short_answer, True)]])
+    assert group_version(group, registry) == 1
+    lag = filter_stale_groups([group], registry, completed_updates=6, max_policy_lag=2)
+    assert lag.metrics["atropos/policy_lag_max"] == 5 and [g.uid for g in lag.stale] == [group.uid]

@@ -102,6 +102,11 @@ def test_unreachable_server_fails_the_prefetch_cleanly_and_leaves_no_thread(run_
     assert client.stats.retries >= 2 and client.stats.batch_requests_failed_after_send == 0
     prefetcher.close(timeout=5.0)
     client.session.close()
-    time.sleep(0.5)
+    # Each such thread is given until the deadline to end (the prefetch thread ends once close has
+    # shut its executor down); one that is still running then is a thread left behind.
+    deadline = time.monotonic() + 10.0
+    for thread in threading.enumerate():
+        if thread.name.startswith(("atropos-prefetch", "slow-link")):
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
     leftover = [t.name for t in threading.enumerate() if t.name.startswith(("atropos-prefetch", "slow-link"))]
     assert leftover == [] and threading.active_count() <= threads_before
