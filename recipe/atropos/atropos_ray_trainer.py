@@ -67,7 +67,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         max_token_len = self.max_prompt_length + self.max_response_length
         client = AtroposEnvironmentClient(
             self.atropos_config, vocab_size=len(self.tokenizer), max_token_len=max_token_len,
-            max_prompt_len=None if self.atropos_config.allow_prompt_truncation else self.max_prompt_length)
+            max_prompt_len=None if self.atropos_config.allow_prompt_truncation else self.max_prompt_length,
+            max_response_len=None if self.atropos_config.allow_response_truncation else self.max_response_length)
         max_policy_lag = self.atropos_config.max_policy_lag
         if not self.inference_config.weight_sync and max_policy_lag is not None:
             logger.warning("trainer.atropos_inference.weight_sync=false serves the initial weights on purpose: "

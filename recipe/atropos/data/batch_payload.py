@@ -114,12 +114,13 @@ def _answer(status: Any, message: Any, results: list[ScoredGroup | InvalidGroupE
 
 
 def decode_batch(payload: bytes, *, vocab_size: int | None = None, max_token_len: int | None = None,
-                 max_prompt_len: int | None = None) -> AtroposBatch | None:
+                 max_prompt_len: int | None = None, max_response_len: int | None = None) -> AtroposBatch | None:
     """Decode and validate one `/batch` answer: its batch, or None when the server has no batch yet.
     Raises AtroposProtocolError when it is not JSON or not the API's shape (`{"batch": [...] | null,
     ...}`), AtroposNotRegisteredError when the server says it holds no registration; bad groups are
     the batch's `invalid`, not errors. The limits are those of `check_group`."""
-    limits = {"vocab_size": vocab_size, "max_token_len": max_token_len, "max_prompt_len": max_prompt_len}
+    limits = {"vocab_size": vocab_size, "max_token_len": max_token_len, "max_prompt_len": max_prompt_len,
+              "max_response_len": max_response_len}
     try:
         document = simdjson.Parser().parse(payload)
     except (ValueError, RuntimeError):  # simdjson's parse errors (RuntimeError: BIGINT_ERROR)

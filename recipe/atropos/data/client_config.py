@@ -35,6 +35,7 @@ class AtroposClientConfig:
     gzip_batches: bool
     prefetch: str  # "sync", "step" or "off" (true/false read as "sync"/"off")
     allow_prompt_truncation: bool
+    allow_response_truncation: bool
     max_buffer_age_steps: int | None
     max_buffered_groups: int | None
 

@@ -220,6 +220,7 @@ def validate_group(
     vocab_size: int | None = None,
     max_token_len: int | None = None,
     max_prompt_len: int | None = None,
+    max_response_len: int | None = None,
 ) -> ScoredGroup:
     """Check one raw ScoredData dict (decoded JSON) and return it as a ScoredGroup.
 
@@ -260,6 +261,7 @@ def validate_group(
         vocab_size=vocab_size,
         max_token_len=max_token_len,
         max_prompt_len=max_prompt_len,
+        max_response_len=max_response_len,
         uid=raw.get("trainer_uid") if isinstance(raw.get("trainer_uid"), str) else None,
     )
 
@@ -281,6 +283,7 @@ def check_group(
     vocab_size: int | None,
     max_token_len: int | None,
     max_prompt_len: int | None = None,
+    max_response_len: int | None = None,
     uid: str | None = None,
 ) -> ScoredGroup:
     """Every invariant the conversion and the advantage rule rely on, on a group already read into
@@ -314,8 +317,9 @@ def check_group(
     no_completion = np.flatnonzero(completions_per_sequence == 0)
     if no_completion.size:
         raise InvalidGroupError(group_index, env_id, "masks", f"masks[{int(no_completion[0])}] has no completion token")
-    if max_prompt_len is not None:
+    if max_prompt_len is not None or max_response_len is not None:
         prompt_lengths = first_completion_positions(is_completion, starts) - starts
+    if max_prompt_len is not None:
         too_long = np.flatnonzero(prompt_lengths > max_prompt_len)
         if too_long.size:
             i = int(too_long[0])
@@ -325,6 +329,19 @@ def check_group(
                 f"{max_prompt_len}: cut, its log-probs would come from a context the policy never saw "
                 "(trainer.atropos.allow_prompt_truncation=true keeps it, cut from the left)",
                 category="prompt_too_long")
+    if max_response_len is not None:
+        response_lengths = lengths - prompt_lengths
+        too_long = np.flatnonzero(response_lengths > max_response_len)
+        if too_long.size:
+            i = int(too_long[0])
+            raise InvalidGroupError(
+                group_index, env_id, "masks",
+                f"sequence {i} has a response of {int(response_lengths[i])} tokens (from its first completion token), "
+                f"more than data.max_response_length={max_response_len}: cut, the tokens trained would carry the "
+                "reward of an answer they are only the start of. Raise data.max_response_length (an environment "
+                "that frames answers with the chat template adds its end-of-turn tokens to max_tokens), or set "
+                "trainer.atropos.allow_response_truncation=true to train the cut answers",
+                category="response_too_long")
 
     if scores.shape[0] != n:
         raise InvalidGroupError(group_index, env_id, "scores", f"has {scores.shape[0]} scores for {n} sequences")

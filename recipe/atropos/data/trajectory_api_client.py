@@ -98,6 +98,8 @@ class AtroposEnvironmentClient:
         max_token_len: when given, sequences longer than this make a group invalid.
         max_prompt_len: when given, a sequence whose prompt (tokens before the first completion token)
             is longer than this makes its group invalid (`prompt_too_long`).
+        max_response_len: when given, a sequence whose response (its first completion token to its end)
+            is longer than this makes its group invalid (`response_too_long`).
         session: a `requests.Session` to reuse (one is made otherwise).
     """
 
@@ -108,6 +110,7 @@ class AtroposEnvironmentClient:
         vocab_size: int | None = None,
         max_token_len: int | None = None,
         max_prompt_len: int | None = None,
+        max_response_len: int | None = None,
         session: requests.Session | None = None,
     ) -> None:
         self.config = config if isinstance(config, AtroposClientConfig) else AtroposClientConfig.from_mapping(config)
@@ -115,6 +118,7 @@ class AtroposEnvironmentClient:
         self.vocab_size = vocab_size
         self.max_token_len = max_token_len
         self.max_prompt_len = max_prompt_len
+        self.max_response_len = max_response_len
         self.session = session or requests.Session()
         self.stats = ClientStats()
 
@@ -174,7 +178,7 @@ class AtroposEnvironmentClient:
         return Retrying(
             retry=retry_if_exception_type(retry_on),
             stop=stop_after_attempt(self.config.retry_attempts) | stop_before_delay(budget),
-            wait=wait_exponential_jitter(initial=self.config.retry_delay, max=max(self.config.retry_delay, 10.0),
+            wait=wait_exponential_jitter(multiplier=self.config.retry_delay, max=max(self.config.retry_delay, 10.0),
                                          jitter=self.config.retry_delay),
             before_sleep=before_sleep,
             reraise=True,
@@ -323,7 +327,8 @@ class AtroposEnvironmentClient:
         return self._counted(AtroposBatch.from_results(results, payload_bytes=payload_bytes))
 
     def _limits(self) -> dict[str, int | None]:
-        return {"vocab_size": self.vocab_size, "max_token_len": self.max_token_len, "max_prompt_len": self.max_prompt_len}
+        return {"vocab_size": self.vocab_size, "max_token_len": self.max_token_len, "max_prompt_len": self.max_prompt_len,
+                "max_response_len": self.max_response_len}
 
     def _counted(self, batch: AtroposBatch) -> AtroposBatch:
         """The batch, each invalid group logged and counted by its field."""

@@ -13,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from pydantic import Field
 
 from recipe.atropos.envs.env_defaults import default_env_config
 
+logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class TaskItem:
@@ -39,6 +42,9 @@ class ChatTaskEnvConfig(BaseEnvConfig):
     seed: int = Field(default=0, description="Seed of the task generator and item order.")
     num_items: int = Field(default=500, description="Items generated (or loaded) at setup.")
     max_completion_tokens: int = Field(default=512, description="Tokens generated per answer.")
+    max_prompt_tokens: int | None = Field(default=None, description=(
+        "Serve only items whose chat prompt fits this many tokens (set it to the trainer's "
+        "data.max_prompt_length: the trainer drops a group with a longer prompt). None: all items."))
     temperature: float = Field(default=1.0, description="Sampling temperature.")
     scores_log: str | None = Field(default=None, description=(
         "Append each scored group's scores as a JSON line here, sent to the API or not."))
@@ -61,13 +67,28 @@ class ChatTaskEnv(BaseEnv):
         raise NotImplementedError
 
     async def setup(self) -> None:
-        self.items = self.load_items()
+        self.items = self.items_that_fit(self.load_items())
         if not self.items:
             raise ValueError(f"{self.name}: no task items loaded")
         self.rng = random.Random(self.config.seed)
         self.order: list[int] = []
         if self.config.scores_log:
             Path(self.config.scores_log).parent.mkdir(parents=True, exist_ok=True)
+
+    def prompt_tokens(self, item: TaskItem) -> int:
+        ids = self.tokenizer.apply_chat_template(self.messages(item), add_generation_prompt=True, tokenize=True)
+        return len(ids["input_ids"] if isinstance(ids, Mapping) else ids)  # transformers 5: a BatchEncoding
+
+    def items_that_fit(self, items: list[TaskItem]) -> list[TaskItem]:
+        """`items` without those whose prompt is longer than max_prompt_tokens (logged with their count)."""
+        limit = self.config.max_prompt_tokens
+        if limit is None:
+            return items
+        fitting = [item for item in items if self.prompt_tokens(item) <= limit]
+        if len(fitting) < len(items):
+            logger.warning("%s: %d of %d items have a chat prompt over --env.max_prompt_tokens=%d tokens and are not "
+                           "served", self.name, len(items) - len(fitting), len(items), limit)
+        return fitting
 
     async def get_next_item(self) -> TaskItem:
         if not self.order:

@@ -281,7 +281,9 @@ class AtroposBatchSource:
             self.registered = False
             self.gathering_ran_out, self.api_down = f"The Atropos API at {self.client.base_url} is not answering", True
             return None
-        remaining = lambda: max(deadline - time.monotonic(), 0.05)  # noqa: E731
+        def remaining() -> float:
+            return max(deadline - time.monotonic(), 0.05)
+
         try:
             if not self.registered:
                 batch = self._register(step)

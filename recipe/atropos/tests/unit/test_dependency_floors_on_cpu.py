@@ -1,7 +1,6 @@
 """Every runtime dependency declares the oldest release it works with: an unpinned one lets pip keep
-an older copy already on a user's machine (tenacity before 8.3 lacks `stop_before_delay`, and its
-`wait_exponential_jitter` took `multiplier=` only from 9.2.1, so every client request raised). The
-tenacity floor was checked by running the client's retry loop on 8.3.0, 8.5.0 and 9.0.0."""
+an older copy already on a user's machine (tenacity's `wait_exponential_jitter` takes `multiplier=`
+from 9.2.1 only: with 9.1.4, every client request raised TypeError)."""
 
 import tomllib
 from pathlib import Path

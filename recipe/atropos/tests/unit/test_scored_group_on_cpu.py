@@ -90,3 +90,31 @@ def test_a_prompt_longer_than_max_prompt_length_drops_its_group_by_name_on_both_
     assert client.stats.invalid_reasons["prompt_too_long"] == 2
     allowed = AtroposEnvironmentClient({"api_url": "http://127.0.0.1:1"})
     assert len(allowed.validate_batch([long_prompt]).groups) == 1  # allow_prompt_truncation: kept, cut later
+
+
+def test_a_response_longer_than_max_response_length_drops_its_group_by_name_on_both_paths():
+    """The score judged the whole answer: cut to max_response_length, its start would be trained on the
+    reward of the rest. The group is dropped as response_too_long (byte and dict path alike), naming the
+    setting that keeps it; a response of exactly max_response_length, tool output inside it counted, is fine.
+    With allow_response_truncation the group is kept and cut when it is converted, counted there."""
+    import orjson
+
+    from recipe.atropos.data.to_dataproto import META_TRUNCATED_RESPONSES, scored_data_to_dataproto
+    from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
+
+    long_answer = {"tokens": [[1, 2, 5, 6, 7, 8, 9], [1, 2, 5]], "masks": [[-100, -100, 5, 6, 7, 8, 9], [-100, -100, 5]],
+                   "scores": [1.0, 0.0]}
+    fits = {"tokens": [[1, 5, 6, 7, 9]], "masks": [[-100, 5, -100, -100, 9]], "scores": [1.0]}  # 4 = the limit
+    client = AtroposEnvironmentClient({"api_url": "http://127.0.0.1:1"}, max_response_len=4)
+    for batch in (client.validate_batch([fits, long_answer]),
+                  client.batch_from_payload(orjson.dumps({"batch": [fits, long_answer]}))):
+        assert len(batch.groups) == 1 and batch.groups[0].size == 1
+        (bad,) = batch.invalid
+        assert (bad.group_index, bad.metric_key) == (1, "response_too_long")
+        assert "sequence 0 has a response of 5 tokens" in bad.message and "max_response_length=4" in bad.message
+        assert "allow_response_truncation=true" in bad.message
+    assert client.stats.invalid_reasons["response_too_long"] == 2
+    allowed = AtroposEnvironmentClient({"api_url": "http://127.0.0.1:1"})
+    kept = allowed.validate_batch([long_answer]).groups
+    data = scored_data_to_dataproto(kept, pad_token_id=0, max_prompt_length=4, max_response_length=4)
+    assert data.meta_info[META_TRUNCATED_RESPONSES] == 1
