@@ -35,14 +35,18 @@ class StepDrops:
         for (reason, env_id), count in self.counts.items():
             by_reason = f"atropos/dropped_groups/{reason}"
             metrics[by_reason] = metrics.get(by_reason, 0.0) + count
-            metrics[f"{by_reason}/{_name(env_id, env_names)}"] = float(count)
+            by_env = f"{by_reason}/{_name(env_id, env_names)}"  # a restarted environment: same name, new env_id
+            metrics[by_env] = metrics.get(by_env, 0.0) + count
         return metrics
 
     def describe(self, env_names: dict[int, str] | None = None) -> str:
         """One line for a log or an error: 'invalid_prompt_too_long: 6 (math 6); stale: 2 (gsm8k 2)'."""
+        by_name: collections.Counter[tuple[str, str]] = collections.Counter()
+        for (reason, env_id), count in self.counts.items():
+            by_name[(reason, _name(env_id, env_names))] += count
         per_reason: dict[str, list[str]] = collections.defaultdict(list)
-        for (reason, env_id), count in sorted(self.counts.items(), key=lambda item: (item[0][0], str(item[0][1]))):
-            per_reason[reason].append(f"{_name(env_id, env_names)} {count}")
+        for (reason, name), count in sorted(by_name.items()):
+            per_reason[reason].append(f"{name} {count}")
         if not per_reason:
             return "no group was dropped"
         return "; ".join(f"{reason}: {self.total(reason)} ({', '.join(envs)})" for reason, envs in per_reason.items())

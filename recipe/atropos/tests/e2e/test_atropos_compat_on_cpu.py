@@ -114,6 +114,9 @@ def test_an_environment_built_on_atroposlib_helpers_trains_through_the_launcher(
     assert result.exit_code == 0, log
     assert [s["atropos/from_atropos"] for s in result.steps] == [1.0, 1.0]
     assert all(s["atropos/invalid_groups"] == 0 for s in result.steps)
+    # Its completions are the answers as the chat template frames them (<|im_end|> and a newline after each
+    # turn): the policy server still knows which version wrote them (all of them were unknown before).
+    assert all(s["atropos/policy_version_unknown_groups"] == 0 for s in result.steps)
     assert all(s["actor/grad_norm"] > 0 for s in result.steps)
     # What the environment posted: token ids, completions with the tool output masked inside them.
     posted = [json.loads(line) for line in groups_file.read_text().splitlines()]
