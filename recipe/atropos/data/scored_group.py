@@ -206,6 +206,20 @@ def _check_finite(group_index: int, env_id: object, field: str, values: np.ndarr
         raise InvalidGroupError(group_index, env_id, field, f"holds a non-finite value ({values[bad[0]]}) at flat index {int(bad[0])}")
 
 
+def _check_part_length(group_index: int, env_id: object, part: str, part_lengths: np.ndarray, limit: int | None,
+                       setting: str, why: str) -> None:
+    """Raise `<part>_too_long` naming the first sequence whose prompt or response is longer than `limit`."""
+    if limit is None:
+        return
+    too_long = np.flatnonzero(part_lengths > limit)
+    if too_long.size:
+        i = int(too_long[0])
+        measured = " (from its first completion token)" if part == "response" else ""
+        raise InvalidGroupError(group_index, env_id, "masks",
+                                f"sequence {i} has a {part} of {int(part_lengths[i])} tokens{measured}, more than "
+                                f"{setting}={limit}: {why}", category=f"{part}_too_long")
+
+
 def first_completion_positions(is_completion: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Flat index of each sequence's first completion token (the prompt is every token before it).
     Every sequence must have one (checked first), so the next one at or after its start is its own."""
@@ -319,29 +333,15 @@ def check_group(
         raise InvalidGroupError(group_index, env_id, "masks", f"masks[{int(no_completion[0])}] has no completion token")
     if max_prompt_len is not None or max_response_len is not None:
         prompt_lengths = first_completion_positions(is_completion, starts) - starts
-    if max_prompt_len is not None:
-        too_long = np.flatnonzero(prompt_lengths > max_prompt_len)
-        if too_long.size:
-            i = int(too_long[0])
-            raise InvalidGroupError(
-                group_index, env_id, "masks",
-                f"sequence {i} has a prompt of {int(prompt_lengths[i])} tokens, more than max_prompt_length="
-                f"{max_prompt_len}: cut, its log-probs would come from a context the policy never saw "
-                "(trainer.atropos.allow_prompt_truncation=true keeps it, cut from the left)",
-                category="prompt_too_long")
-    if max_response_len is not None:
-        response_lengths = lengths - prompt_lengths
-        too_long = np.flatnonzero(response_lengths > max_response_len)
-        if too_long.size:
-            i = int(too_long[0])
-            raise InvalidGroupError(
-                group_index, env_id, "masks",
-                f"sequence {i} has a response of {int(response_lengths[i])} tokens (from its first completion token), "
-                f"more than data.max_response_length={max_response_len}: cut, the tokens trained would carry the "
-                "reward of an answer they are only the start of. Raise data.max_response_length (an environment "
-                "that frames answers with the chat template adds its end-of-turn tokens to max_tokens), or set "
-                "trainer.atropos.allow_response_truncation=true to train the cut answers",
-                category="response_too_long")
+        _check_part_length(group_index, env_id, "prompt", prompt_lengths, max_prompt_len, "max_prompt_length",
+                           "cut, its log-probs would come from a context the policy never saw "
+                           "(trainer.atropos.allow_prompt_truncation=true keeps it, cut from the left)")
+        _check_part_length(group_index, env_id, "response", lengths - prompt_lengths, max_response_len,
+                           "data.max_response_length",
+                           "cut, the tokens trained would carry the reward of an answer they are only the start of. "
+                           "Raise data.max_response_length (an environment that frames answers with the chat template "
+                           "adds its end-of-turn tokens to max_tokens), or set "
+                           "trainer.atropos.allow_response_truncation=true to train the cut answers")
 
     if scores.shape[0] != n:
         raise InvalidGroupError(group_index, env_id, "scores", f"has {scores.shape[0]} scores for {n} sequences")

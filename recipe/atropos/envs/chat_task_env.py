@@ -16,7 +16,6 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from atroposlib.envs.base import APIServerConfig, BaseEnv, BaseEnvConfig, Scored
 from pydantic import Field
 
 from recipe.atropos.envs.env_defaults import default_env_config
+from recipe.atropos.policy_server.template_framing import chat_ids
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,7 @@ class ChatTaskEnv(BaseEnv):
             Path(self.config.scores_log).parent.mkdir(parents=True, exist_ok=True)
 
     def prompt_tokens(self, item: TaskItem) -> int:
-        ids = self.tokenizer.apply_chat_template(self.messages(item), add_generation_prompt=True, tokenize=True)
-        return len(ids["input_ids"] if isinstance(ids, Mapping) else ids)  # transformers 5: a BatchEncoding
+        return len(chat_ids(self.tokenizer, self.messages(item), add_generation_prompt=True))
 
     def items_that_fit(self, items: list[TaskItem]) -> list[TaskItem]:
         """`items` without those whose prompt is longer than max_prompt_tokens (logged with their count)."""
