@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipe.atropos.atropos_core_algos import AtroposGRPOComputer  # noqa: E402
+from recipe.atropos.auth.run_token import ensure_run_token  # noqa: E402
 from recipe.atropos.launcher.api_process import RunApiProcess  # noqa: E402
 from recipe.atropos.launcher.managed_process import raise_on_termination_signals  # noqa: E402
 from recipe.atropos.data.to_dataproto import scored_data_to_dataproto  # noqa: E402
@@ -69,6 +70,7 @@ def make_groups(sequences: int, tokens: int, extras: bool, seed: int = 0) -> lis
 def capture_batch_bytes(sequences: int, tokens: int, extras: bool, gzip: bool = False) -> tuple[bytes, float]:
     """The bytes of one real `/batch` answer holding these groups, and the server's time to serve it
     (uncompressed, as the trainer asks by default, or gzipped: `trainer.atropos.gzip_batches`)."""
+    ensure_run_token()  # run-api and this process's client share it
     with RunApiProcess() as api:
         client = AtroposEnvironmentClient({"api_url": api.url, "timeout": 300.0})
         client.register(batch_size=sequences, max_token_len=tokens, num_steps=10)

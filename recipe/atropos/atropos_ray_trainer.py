@@ -37,6 +37,7 @@ from recipe.atropos.data.row_temperature import RowTemperatureBatch
 from recipe.atropos.data.scored_group import AtroposBatch
 from recipe.atropos.data.to_dataproto import fill_missing_rollout_log_probs, scored_data_to_dataproto
 from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
+from recipe.atropos.auth.run_token import required_run_token
 from recipe.atropos.policy_server.service import InferenceService, serve_replicas
 from recipe.atropos.policy_server.settings import InferenceConfig
 from recipe.atropos.policy_server.sync_check import WeightSyncCheck, probe_group
@@ -101,6 +102,10 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             batched=self.config.actor_rollout_ref.rollout.name == "hf_cpu", registry=self.batch_source.version_registry,
             policy_version=self.global_steps, endpoint_path=self.inference_config.endpoint_path(str(self.config.trainer.default_local_dir)),
             tokenizer_path=str(model.get("tokenizer_path") or model.path),
+            token=required_run_token(self.atropos_config.require_token, "trainer.atropos.require_token"),
+            limits=self.inference_config.request_limits(
+                int(self.config.actor_rollout_ref.rollout.n), self.max_response_length,
+                self.atropos_config.allow_response_truncation),
             replica_addresses=[str(address) for address in self.llm_server_manager.server_addresses])
 
     def _pause_inference(self, timing_raw: dict, wait: bool = True) -> None:

@@ -18,6 +18,7 @@ PREFETCH_MODES = ("sync", "step", "off")
 @dataclasses.dataclass(frozen=True)
 class AtroposClientConfig:
     api_url: str
+    require_token: bool
     use_advantages: bool
     fallback_to_grpo: bool
     fallback_before_api_reached: bool

@@ -33,6 +33,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from recipe.atropos.auth.run_token import auth_headers, required_run_token
 from recipe.atropos.data.batch_payload import decode_batch
 from recipe.atropos.data.client_config import AtroposClientConfig
 from recipe.atropos.data.errors import (
@@ -101,6 +102,9 @@ class AtroposEnvironmentClient:
         max_response_len: when given, a sequence whose response (its first completion token to its end)
             is longer than this makes its group invalid (`response_too_long`).
         session: a `requests.Session` to reuse (one is made otherwise).
+
+    The run's token (auth/run_token.py) is sent with every request; without one the client refuses
+    to start unless `require_token` is false.
     """
 
     def __init__(
@@ -120,6 +124,9 @@ class AtroposEnvironmentClient:
         self.max_prompt_len = max_prompt_len
         self.max_response_len = max_response_len
         self.session = session or requests.Session()
+        # The run's token goes in a header on every request (never in the URL: URLs reach logs and errors).
+        self.session.headers.update(auth_headers(required_run_token(self.config.require_token,
+                                                                    "trainer.atropos.require_token")))
         self.stats = ClientStats()
 
     # ------------------------------------------------------------------ HTTP

@@ -4,7 +4,9 @@
 
 Applies the fixes, then runs the module or file as `__main__` (as `python -m module` or
 `python path` would), so the environment's own `if __name__ == "__main__": MyEnv.cli()` starts
-it unmodified. The launcher starts every environment this way.
+it unmodified. The launcher starts every environment this way. With the run's token in
+ATROPOS_RUN_TOKEN (or ATROPOS_RUN_TOKEN_FILE), the environment sends it to run-api and to the policy
+server (atropos_compat/run_credentials.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from recipe.atropos.auth.run_token import run_token
 from recipe.atropos.envs import atropos_compat
+from recipe.atropos.envs.atropos_compat.run_credentials import mask_printed_configs, with_run_token
 
 
 def is_path(target: str) -> bool:
@@ -27,6 +31,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit("usage: python -m recipe.atropos.envs.run_env <module | path/to/env.py> serve [flags]")
     target, rest = args[0], args[1:]
     atropos_compat.apply()
+    token = run_token()
+    if token:
+        mask_printed_configs(token)
+        rest = with_run_token(rest, token)
     sys.argv = [target, *rest]
     if is_path(target):
         path = Path(target).resolve()

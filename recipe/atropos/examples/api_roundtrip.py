@@ -15,6 +15,7 @@ import logging
 import numpy as np
 
 import verl_patches  # noqa: F401  (applies the GRPO override patch)
+from recipe.atropos.auth.run_token import ensure_run_token
 from recipe.atropos.launcher.api_process import RunApiProcess
 from recipe.atropos.launcher.managed_process import raise_on_termination_signals
 from recipe.atropos.data.to_dataproto import scored_data_to_dataproto
@@ -44,6 +45,7 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     batch_size = 2 * args.group_size
+    ensure_run_token()  # run-api and this process's client share it
     with RunApiProcess() as api:
         print(f"run-api (pid {api.process.pid}) at {api.url}")
         client = AtroposEnvironmentClient({"api_url": api.url, "max_wait_time": 20.0})

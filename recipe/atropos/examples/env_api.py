@@ -1,7 +1,8 @@
 """The environment side of the Atropos API: `/register-env` and `/scored_data_list`.
 
 Real environments do this through `atroposlib.envs.BaseEnv`; these helpers serve tools and tests
-that post prepared groups (replays, fault injection, the interim demo).
+that post prepared groups (replays, fault injection, the interim demo), with the run's token
+from ATROPOS_RUN_TOKEN.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 import requests
 
+from recipe.atropos.auth.run_token import auth_headers, run_token
+
 
 def register_env(
     api_url: str, *, name: str, weight: float, group_size: int, max_token_length: int, timeout: float = 10.0
@@ -19,7 +22,7 @@ def register_env(
     response = requests.post(
         f"{api_url.rstrip('/')}/register-env",
         json={"max_token_length": max_token_length, "desired_name": name, "weight": weight, "group_size": group_size},
-        timeout=timeout,
+        timeout=timeout, headers=auth_headers(run_token()),
     )
     response.raise_for_status()
     payload = response.json()
@@ -38,7 +41,7 @@ def post_groups(api_url: str, groups: list[dict[str, Any]], *, env_id: int | Non
     response = requests.post(
         f"{api_url.rstrip('/')}/scored_data_list",
         data=json.dumps(body),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **auth_headers(run_token())},
         timeout=timeout,
     )
     response.raise_for_status()

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from recipe.atropos.auth.run_token import ensure_run_token
 from recipe.atropos.launcher.api_process import RunApiProcess
 from recipe.atropos.launcher.managed_process import raise_on_termination_signals
 from recipe.atropos.launcher.services import read_step_metrics as read_steps
@@ -51,7 +52,7 @@ def trainer_command(model: Path, data: Path, api_url: str, workdir: Path, steps:
 
 def env_command(model: Path, api_url: str, group_size: int) -> list[str]:
     return [
-        sys.executable, "-m", "recipe.atropos.envs.scripted_env", "serve",
+        sys.executable, "-m", "recipe.atropos.envs.run_env", "recipe.atropos.envs.scripted_env", "serve",
         "--env.rollout_server_url", api_url, "--env.tokenizer_name", str(model),
         "--env.group_size", str(group_size), "--env.use_wandb", "false", "--slurm", "false",
     ]
@@ -91,6 +92,7 @@ def run(workdir: Path, steps: int, timeout: float, extra: list[str], entry: str 
     (workdir / "metrics.jsonl").unlink(missing_ok=True)
     model = build_tiny_qwen2(workdir / "tiny_qwen2")
     data = write_arithmetic_parquet(workdir / "train.parquet", n=32)
+    ensure_run_token()  # handed to run-api, the environment and the trainer through their environment
     started = time.monotonic()
     with RunApiProcess(log_path=workdir / "run-api.log") as api, env_process(model, api.url, workdir) as env:
         trainer = trainer_process(model, data, api.url, workdir, steps, extra, entry)

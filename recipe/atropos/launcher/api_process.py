@@ -1,8 +1,8 @@
-"""A real Atropos `run-api` server owned by this process (started and stopped by PID)."""
+"""A real Atropos `run-api` server owned by this process (started and stopped by PID), behind the
+run's token (launcher/run_api_server.py)."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import sys
 import time
@@ -10,7 +10,9 @@ from pathlib import Path
 
 import requests
 
+from recipe.atropos.auth.run_token import TOKEN_ENV
 from recipe.atropos.launcher.managed_process import ManagedProcess
+from recipe.atropos.launcher.run_api_server import HEALTH_PATH
 
 
 def free_loopback_port() -> int:
@@ -20,29 +22,30 @@ def free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run_api_command() -> list[str]:
-    script = Path(sys.executable).with_name("run-api")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("run-api")
-    if found is None:
-        raise FileNotFoundError("`run-api` (atroposlib's console script) is not installed in this environment")
-    return [found]
-
-
 class RunApiProcess(ManagedProcess):
-    """`run-api --host HOST --port PORT`; use as a context manager.
+    """atroposlib's `run-api` app behind the token on HOST:PORT; use as a context manager.
 
     Args:
         host: bind address; loopback unless the caller means otherwise.
         port: TCP port; a free loopback port when None.
         log_path: file receiving the server's output (discarded when None).
+        token: the run's secret, handed over in the child's environment; None: the one this process
+            has in ATROPOS_RUN_TOKEN / ATROPOS_RUN_TOKEN_FILE (the server refuses to start without one
+            unless `allow_no_token`).
+        max_body_mb: largest request body the server accepts.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, log_path: Path | None = None,
+                 token: str | None = None, allow_no_token: bool = False, max_body_mb: float | None = None) -> None:
         self.host = host
         self.port = port or free_loopback_port()
-        super().__init__("run-api", [*_run_api_command(), "--host", host, "--port", str(self.port)], log_path=log_path)
+        command = [sys.executable, "-m", "recipe.atropos.launcher.run_api_server", "--host", host,
+                   "--port", str(self.port)]
+        if allow_no_token:
+            command.append("--allow-no-token")
+        if max_body_mb is not None:
+            command += ["--max-body-mb", str(max_body_mb)]
+        super().__init__("run-api", command, log_path=log_path, env={TOKEN_ENV: token} if token else None)
 
     @property
     def url(self) -> str:
@@ -59,7 +62,7 @@ class RunApiProcess(ManagedProcess):
             if not self.running():
                 raise RuntimeError(f"run-api exited with code {self.process.returncode} before serving {self.url}")
             try:
-                if requests.get(f"{self.url}/", timeout=1).ok:
+                if requests.get(f"{self.url}{HEALTH_PATH}", timeout=1).ok:
                     return
             except requests.RequestException:
                 pass

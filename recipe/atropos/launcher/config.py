@@ -6,6 +6,7 @@
     silent_env_warning_s: 300           # name an environment that sends nothing for this long
     process_env: {WANDB_MODE: disabled} # environment variables of the trainer and environments
     api: {host: 127.0.0.1, port: 8000}  # port 0: a free one
+    require_token: true                 # every listener needs the run's token (docs/security.md)
     trainer:
       module: recipe.atropos.main_atropos
       config_name: gsm8k_grpo_example   # under config_path (default: recipe/atropos/config)
@@ -104,6 +105,11 @@ class LauncherConfig:
     # An environment alive but with nothing queued and nothing new trained for this long is named in a
     # warning (again every as many seconds while it stays silent); 0: no warning. See env_activity.py.
     silent_env_warning_s: float = 300.0
+    # Every listener of the run (run-api, the policy server) needs the run's secret: ATROPOS_RUN_TOKEN
+    # when set, else one made for the run; written to <run_dir>/token (0600) and handed to the
+    # processes through their environment. false: no token (with a warning) when none is set, for
+    # local experiments on loopback (api.host beyond loopback then refuses to start).
+    require_token: bool = True
 
     @property
     def weights(self) -> dict[str, float]:

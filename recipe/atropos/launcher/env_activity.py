@@ -21,9 +21,9 @@ from recipe.atropos.launcher.environment_manager import EnvSlot, status_env
 TRAINED_PREFIX = "atropos/env_groups/"
 
 
-def queued_groups(api_url: str, env_id: int) -> int:
+def queued_groups(api_url: str, env_id: int, headers: Mapping[str, str] | None = None) -> int:
     """Groups of environment `env_id` in the API's queue now; 0 when the API does not say."""
-    status = status_env(api_url, env_id, timeout=2.0) or {}
+    status = status_env(api_url, env_id, timeout=2.0, headers=headers) or {}
     try:
         return int(status.get("self_queue_size", 0))
     except (TypeError, ValueError):
@@ -49,8 +49,9 @@ class _Seen:
 
 
 class EnvActivityMonitor:
-    def __init__(self, api_url: str, silent_after: float) -> None:
+    def __init__(self, api_url: str, silent_after: float, api_headers: Mapping[str, str] | None = None) -> None:
         self.api_url = api_url
+        self.api_headers = dict(api_headers or {})
         self.silent_after = silent_after  # seconds; 0 turns the warning off
         self.seen: dict[str, _Seen] = {}
 
@@ -65,7 +66,7 @@ class EnvActivityMonitor:
             by_name[slot.spec.name].append(slot)
         warnings = []
         for name, processes in by_name.items():
-            queued = sum(queued_groups(self.api_url, slot.env_id) for slot in processes)
+            queued = sum(queued_groups(self.api_url, slot.env_id, self.api_headers) for slot in processes)
             running = [slot for slot in processes if slot.process.running()]
             seen = self.seen.setdefault(name, _Seen(last_progress=now))
             if queued > 0 or trained[name] > seen.trained or not running:

@@ -57,20 +57,20 @@ class EnvSlot:
         return f"env_{self.spec.name}_{self.index}"
 
 
-def disconnect(api_url: str, env_id: int) -> bool:
+def disconnect(api_url: str, env_id: int, headers: Mapping[str, str] | None = None) -> bool:
     """`POST /disconnect-env`: the API stops counting the environment (its min_batch_allocation included)."""
     try:
-        answer = requests.post(f"{api_url}/disconnect-env", json={"env_id": env_id}, timeout=5)
+        answer = requests.post(f"{api_url}/disconnect-env", json={"env_id": env_id}, timeout=5, headers=headers)
         return answer.ok and answer.json().get("status") == "success"
     except (requests.RequestException, ValueError):
         return False
 
 
-def status_env(api_url: str, env_id: int, timeout: float = 5.0) -> dict | None:
+def status_env(api_url: str, env_id: int, timeout: float = 5.0, headers: Mapping[str, str] | None = None) -> dict | None:
     """`GET /status-env` of environment `env_id` ({} when the answer is not JSON); None when the API does
     not know it (it answers only for registered ids) or does not answer."""
     try:
-        answer = requests.get(f"{api_url}/status-env", json={"env_id": env_id}, timeout=timeout)
+        answer = requests.get(f"{api_url}/status-env", json={"env_id": env_id}, timeout=timeout, headers=headers)
     except requests.RequestException:
         return None
     if not answer.ok:
@@ -82,16 +82,17 @@ def status_env(api_url: str, env_id: int, timeout: float = 5.0) -> dict | None:
     return body if isinstance(body, dict) else {}
 
 
-def registered(api_url: str, env_id: int) -> bool:
+def registered(api_url: str, env_id: int, headers: Mapping[str, str] | None = None) -> bool:
     """Whether the API knows environment `env_id`."""
-    return status_env(api_url, env_id) is not None
+    return status_env(api_url, env_id, headers=headers) is not None
 
 
 class AtroposEnvironmentManager:
     def __init__(self, specs: Iterable[EnvSpec], api_url: str, log_dir: Path, names_file: Path,
                  env_vars: Mapping[str, str] | None = None, python: str = sys.executable, total_workers: int = 16,
-                 enforce_mix: bool = True) -> None:
+                 enforce_mix: bool = True, api_headers: Mapping[str, str] | None = None) -> None:
         self.specs = list(specs)
+        self.api_headers = dict(api_headers or {})  # the run's token, for the API calls made here
         self.total_workers = total_workers
         self.enforce_mix = enforce_mix
         self.api_url = api_url
@@ -159,7 +160,7 @@ class AtroposEnvironmentManager:
             if slot.process.running() or slot.restarts > max_restarts:
                 continue
             code = slot.process.process.returncode
-            disconnect(self.api_url, slot.env_id)
+            disconnect(self.api_url, slot.env_id, self.api_headers)
             if slot.restarts == max_restarts:
                 slot.restarts += 1  # reported once
                 report.append(f"{slot.label} (env_id {slot.env_id}) exited with code {code}; max_env_restarts="
@@ -189,7 +190,7 @@ class AtroposEnvironmentManager:
         process.start()
         env_id = len(self.names)
         deadline = time.monotonic() + spec.registration_timeout
-        while not registered(self.api_url, env_id):
+        while not registered(self.api_url, env_id, self.api_headers):
             if not process.running():
                 raise EnvironmentStartError(f"{label} exited with code {process.process.returncode} before registering "
                                             f"(log: {process.log_path})")

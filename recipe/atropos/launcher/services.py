@@ -5,11 +5,14 @@
 
 (`python recipe/atropos/launch_atropos_verl_services.py ...` is the same program.)
 
-Order: `run-api` (loopback unless configured) -> the trainer (RayGRPOAtroposTrainer; verl starts
+Order: `run-api` (loopback unless configured; atroposlib's app behind the run's token,
+`run_api_server.py`) -> the trainer (RayGRPOAtroposTrainer; verl starts
 the rollout replicas and serves them as the policy server) -> wait until that server answers ->
 each environment with `--openai.base_url` pointing at it, `--env.rollout_server_url` at the API
 and `--env.inference_weight` from its weight, one at a time, each registered before the next.
-Logs: `<run_dir>/logs/<process>.log`. A progress bar follows the trainer's steps. An environment
+The run's token (ATROPOS_RUN_TOKEN, or one made here) is written to `<run_dir>/token` (0600) and
+reaches every process through its environment, never its command line (`require_token`).
+Logs: `<run_dir>/logs/<process>.log` (the directory is the user's only). A progress bar follows the trainer's steps. An environment
 process that exits mid-run is disconnected from the API and started again (`max_env_restarts`).
 
 On exit, error, Ctrl-C or SIGTERM the processes are stopped in reverse order, by PID (their
@@ -33,6 +36,8 @@ from typing import Any
 import requests
 from tqdm import tqdm
 
+from recipe.atropos.auth.bind_check import check_bind
+from recipe.atropos.auth.run_token import TOKEN_ENV, auth_headers, make_run_token, run_token, write_token_file
 from recipe.atropos.launcher.api_process import RunApiProcess
 from recipe.atropos.launcher.env_activity import EnvActivityMonitor
 from recipe.atropos.launcher.environment_manager import AtroposEnvironmentManager, EnvironmentStartError
@@ -91,13 +96,21 @@ class ServicesLauncher:
         self.log_dir = self.run_dir / "logs"
         self.metrics_file = self.run_dir / "metrics.jsonl"
         self.trainer_overrides = [*config.trainer.overrides, *trainer_overrides]
-        self.api = RunApiProcess(host=config.api.host, port=config.api.port or None, log_path=self.log_dir / "run-api.log")
+        self.token = run_token() or (make_run_token() if config.require_token else None)
+        check_bind(config.api.host, self.token, "api.host")
+        if self.token is None:
+            logger.warning("require_token=false and no %s: run-api and the policy server accept requests from "
+                           "anyone on this host", TOKEN_ENV)
+        self.token_env = {TOKEN_ENV: self.token} if self.token else {}
+        self.api = RunApiProcess(host=config.api.host, port=config.api.port or None, log_path=self.log_dir / "run-api.log",
+                                 token=self.token, allow_no_token=self.token is None)
         self.inference = UnifiedInferenceManager(self.run_dir / "inference_endpoint.json")
         self.environments = AtroposEnvironmentManager(
             config.environments, self.api.url, self.log_dir, self.run_dir / "env_names.json",
-            env_vars=config.process_env, total_workers=config.total_workers, enforce_mix=config.enforce_mix)
+            env_vars={**config.process_env, **self.token_env}, total_workers=config.total_workers,
+            enforce_mix=config.enforce_mix, api_headers=auth_headers(self.token))
         self.trainer: ManagedProcess | None = None
-        self.activity = EnvActivityMonitor(self.api.url, config.silent_env_warning_s)
+        self.activity = EnvActivityMonitor(self.api.url, config.silent_env_warning_s, auth_headers(self.token))
         self.env_warnings: list[str] = []
 
     def trainer_command(self) -> list[str]:
@@ -109,6 +122,7 @@ class ServicesLauncher:
             f"trainer.atropos_inference.endpoint_file={self.inference.endpoint_file}",
             f"trainer.atropos.env_names_file={self.environments.names_file}",
             f"++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={self.metrics_file}",
+            *([] if self.token else ["trainer.atropos.require_token=false"]),
             *self.trainer_overrides,
         ]
 
@@ -123,12 +137,16 @@ class ServicesLauncher:
     def start_trainer(self) -> dict:
         """run-api, then the trainer; returns its policy server's endpoint record once it answers."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.chmod(0o700)  # environments' logs echo their rollout_server_url
+        if self.token:
+            write_token_file(self.run_dir / "token", self.token)
         self.metrics_file.unlink(missing_ok=True)
         self.environments.names_file.unlink(missing_ok=True)
         self.inference.reset()
         self.api.start(ready_timeout=self.config.api.startup_timeout)
         logger.info("run-api pid %d at %s", self.api.pid, self.api.url)
-        trainer_env = {**self.config.process_env, **self.config.trainer.env, "VERL_FILE_LOGGER_PATH": str(self.metrics_file)}
+        trainer_env = {**self.config.process_env, **self.config.trainer.env, **self.token_env,
+                       "VERL_FILE_LOGGER_PATH": str(self.metrics_file)}
         self.trainer = ManagedProcess("trainer", self.trainer_command(), log_path=self.log_dir / "trainer.log",
                                       env=trainer_env)
         self.trainer.start()  # recorded first: a signal during the start finds it
@@ -172,7 +190,8 @@ class ServicesLauncher:
 
     def _status_line(self, steps: int, total: int | None) -> str:
         try:
-            queue = requests.get(f"{self.api.url}/status", timeout=2).json().get("queue_size", "?")
+            queue = requests.get(f"{self.api.url}/status", timeout=2,
+                                 headers=auth_headers(self.token)).json().get("queue_size", "?")
         except (requests.RequestException, ValueError):
             queue = "?"
         alive = self.environments.alive()

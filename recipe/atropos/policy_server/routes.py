@@ -10,10 +10,15 @@ Every answer carries `policy_version` (the global step of the oldest weights tha
 `/generate` also `policy_version_span`, `[oldest, newest]` per completion (they differ when weights
 were updated while it was decoded, after a drain timeout).
 Bad requests get 400 naming the field; a request that waited too long at the weight-sync gate, 503.
+A request asking for more completions (`n`) or tokens (`max_tokens`) than the run trains on is
+refused with 400 naming the field and the setting (`RequestLimits`), and counted.
+Authentication is in front of these routes (`service.py` wraps the app in auth/asgi_guard.py).
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 import time
 import uuid
@@ -43,6 +48,28 @@ class RequestError(ValueError):
         self.field = field
 
 
+class OverLimitError(RequestError):
+    """A request asks for more than `RequestLimits` allows (400, counted as refused `over_limit`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestLimits:
+    """Most completions and tokens one request may ask for (None: no cap); `settings` names the keys."""
+
+    max_n: int | None = None
+    max_tokens: int | None = None
+    n_setting: str = "trainer.atropos_inference.max_n"
+    tokens_setting: str = "trainer.atropos_inference.max_tokens"
+
+    def check(self, params: Mapping[str, Any], n: int) -> None:
+        if self.max_n is not None and n > self.max_n:
+            raise OverLimitError("n", f"{n} completions asked, at most {self.max_n} per request ({self.n_setting})")
+        tokens = params.get("max_tokens")
+        if self.max_tokens is not None and tokens is not None and tokens > self.max_tokens:
+            raise OverLimitError("max_tokens", f"{tokens} asked, at most {self.max_tokens} per completion "
+                                 f"({self.tokens_setting})")
+
+
 def _token_ids(value: Any, field: str, vocab_size: int) -> list[int]:
     if not isinstance(value, list) or not value or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
         raise RequestError(field, "must be a non-empty list of token ids (integers)")
@@ -52,8 +79,9 @@ def _token_ids(value: Any, field: str, vocab_size: int) -> list[int]:
     return value
 
 
-def sampling_params(body: Mapping[str, Any], default_max_tokens: int | None) -> tuple[dict[str, Any], int]:
-    """verl sampling params and `n` from an Atropos/vLLM/OpenAI request body."""
+def sampling_params(body: Mapping[str, Any], default_max_tokens: int | None,
+                    limits: RequestLimits = RequestLimits()) -> tuple[dict[str, Any], int]:
+    """verl sampling params and `n` from an Atropos/vLLM/OpenAI request body, within `limits`."""
     params = {key: body[key] for key in _PASSTHROUGH_SAMPLING if body.get(key) is not None}
     for alias in ("max_completion_tokens", "max_new_tokens"):
         if body.get(alias) is not None:
@@ -72,16 +100,20 @@ def sampling_params(body: Mapping[str, Any], default_max_tokens: int | None) -> 
     n = 1 if n is None else n
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise RequestError("n", f"must be a positive integer, got {n!r}")
+    limits.check(params, n)
     return params, n
 
 
 class PolicyApi:
     """The request parsing and response shaping behind the routes (see the module docstring)."""
 
-    def __init__(self, proxy: InferenceProxy, tokenizer: Any, model_name: str) -> None:
+    def __init__(self, proxy: InferenceProxy, tokenizer: Any, model_name: str,
+                 limits: RequestLimits = RequestLimits()) -> None:
         self.proxy = proxy
         self.tokenizer = tokenizer
         self.model_name = model_name
+        self.limits = limits
+        self.refused: collections.Counter[str] = collections.Counter()  # reason -> requests refused
         self.vocab_size = len(tokenizer)
         self.proxy.registry.set_template_framing(*assistant_turn_framing(tokenizer))
 
@@ -127,7 +159,7 @@ class PolicyApi:
             prompt_ids = self._prompt_ids(prompt, "prompt")
         else:
             raise RequestError("prompt", "required: {'prompt_token_ids': [...]} or a string")
-        params, n = sampling_params(body, default_max_tokens=None)
+        params, n = sampling_params(body, default_max_tokens=None, limits=self.limits)
         completions = await self.proxy.generate(prompt_ids, params, n)
         answer: dict[str, Any] = {
             "text": [self.tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in completions],
@@ -168,7 +200,10 @@ class PolicyApi:
         if prompt is None:
             raise RequestError("prompt", "required")
         prompts = prompt if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)) else [prompt]
-        params, n = sampling_params(body, default_max_tokens=16)
+        params, n = sampling_params(body, default_max_tokens=16, limits=self.limits)
+        if self.limits.max_n is not None and n * len(prompts) > self.limits.max_n:
+            raise OverLimitError("prompt", f"{len(prompts)} prompts x n={n} completions asked, at most "
+                                 f"{self.limits.max_n} per request ({self.limits.n_setting})")
         want_logprobs = body.get("logprobs") is not None
         choices: list[dict] = []
         served: list[Completion] = []
@@ -199,7 +234,7 @@ class PolicyApi:
         if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) and "role" in m for m in messages):
             raise RequestError("messages", "must be a non-empty list of {'role': ..., 'content': ...}")
         prompt_ids = chat_ids(self.tokenizer, messages, add_generation_prompt=True)
-        params, n = sampling_params(body, default_max_tokens=None)
+        params, n = sampling_params(body, default_max_tokens=None, limits=self.limits)
         completions = await self.proxy.generate(prompt_ids, params, n)
         choices = []
         for index, completion in enumerate(completions):
@@ -233,6 +268,11 @@ def build_app(api: PolicyApi) -> FastAPI:
             return JSONResponse({"error": {"message": "body must be a JSON object", "param": None}}, status_code=400)
         try:
             return JSONResponse(await handler(body))
+        except OverLimitError as exc:
+            api.refused["over_limit"] += 1
+            logger.warning("refused a request: %s", exc)
+            return JSONResponse({"error": {"message": str(exc), "param": exc.field, "type": "invalid_request_error"}},
+                                status_code=400)
         except RequestError as exc:
             return JSONResponse({"error": {"message": str(exc), "param": exc.field, "type": "invalid_request_error"}},
                                 status_code=400)

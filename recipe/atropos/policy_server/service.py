@@ -4,6 +4,9 @@ The trainer owns verl's replica handles, so the proxy runs beside it: uvicorn on
 loop in a daemon thread. The trainer's thread closes and opens the proxy's gate through
 `pause`/`resume`, which run on that loop. Once listening, the address is written to an endpoint
 file (atomically), which is how the launcher learns that inference is ready.
+
+Every route but `GET /health` needs the run's token (environments send it as their OpenAI
+`api_key`: a Bearer header); bodies are capped; without a token the server binds loopback only.
 """
 
 from __future__ import annotations
@@ -19,12 +22,18 @@ from typing import Any
 
 import uvicorn
 
-from recipe.atropos.policy_server.routes import PolicyApi, build_app
+from recipe.atropos.auth.asgi_guard import TokenGuard
+from recipe.atropos.auth.bind_check import check_bind
+from recipe.atropos.policy_server.routes import PolicyApi, RequestLimits, build_app
 from recipe.atropos.policy_server.proxy import Completion, InferenceProxy
 from recipe.atropos.policy_server.settings import InferenceConfig
 from recipe.atropos.source.policy_versions import PolicyVersionRegistry
 
 logger = logging.getLogger(__name__)
+
+
+HEALTH_PATH = "/health"
+_REFUSAL_REASONS = {401: "unauthorized", 403: "forbidden", 413: "too_large"}
 
 
 def _advertised_host(host: str) -> str:
@@ -48,11 +57,16 @@ def write_endpoint_file(path: str, record: dict[str, Any]) -> None:
 class InferenceService:
     """Owns the uvicorn thread serving `proxy` (see the module docstring)."""
 
-    def __init__(self, proxy: InferenceProxy, tokenizer: Any, model_name: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, proxy: InferenceProxy, tokenizer: Any, model_name: str, host: str = "127.0.0.1", port: int = 0,
+                 *, token: str | None = None, limits: RequestLimits = RequestLimits(),
+                 max_body_bytes: int = 16 * 1024**2) -> None:
+        check_bind(host, token, "trainer.atropos_inference.host")
         self.proxy = proxy
         self.model_name = model_name
         self.host = host
-        self.app = build_app(PolicyApi(proxy, tokenizer, model_name))
+        self.api = PolicyApi(proxy, tokenizer, model_name, limits)
+        self.app = TokenGuard(build_app(self.api), token, max_body_bytes=max_body_bytes, open_paths=(HEALTH_PATH,),
+                              on_refused=self._count_refused)
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))  # bound here, so a taken port fails in the trainer's thread with its name
@@ -93,10 +107,18 @@ class InferenceService:
             "pid": os.getpid(),
         }
 
+    def _count_refused(self, status: int, _path: str) -> None:
+        self.api.refused[_REFUSAL_REASONS.get(status, str(status))] += 1
+
     def metrics(self) -> dict[str, float]:
-        """`atropos/inference/*`: the version served and the proxy's counters since it started."""
+        """`atropos/inference/*`: the version served and the proxy's counters since it started, with
+        the requests refused (`refused_requests/<reason>`: unauthorized, too_large, over_limit)."""
         stats = self.proxy.stats
+        refused = {f"atropos/inference/refused_requests/{reason}": float(count)
+                   for reason, count in self.api.refused.items()}
         return {
+            **refused,
+            "atropos/inference/refused_requests": float(sum(self.api.refused.values())),
             "atropos/inference/policy_version": float(self.proxy.policy_version),
             "atropos/inference/requests": float(stats.requests),
             "atropos/inference/completions": float(stats.completions),
@@ -135,17 +157,21 @@ class InferenceService:
 
 def serve_replicas(server_handles: list, tokenizer: Any, settings: InferenceConfig, *, batched: bool,
                    registry: PolicyVersionRegistry, policy_version: int, endpoint_path: str,
-                   tokenizer_path: str, replica_addresses: list[str] | None = None) -> InferenceService:
+                   tokenizer_path: str, token: str | None, limits: RequestLimits,
+                   replica_addresses: list[str] | None = None) -> InferenceService:
     """The policy server over verl's rollout replica handles, started, its endpoint file written.
 
     `batched`: the replicas take one request for all `n` completions (hf_cpu); otherwise `n`
     concurrent calls. Served completions are recorded in `registry` with their policy version.
     `replica_addresses` (verl's own servers' host:port, e.g. vLLM's OpenAI server) go into the
-    endpoint file for diagnostics and benchmarks; environments use the proxy."""
+    endpoint file for diagnostics and benchmarks; environments use the proxy. `token`: the run's
+    secret every request but `/health` must carry (None: none, loopback only); `limits`: the most
+    completions and tokens one request may ask for."""
     proxy = InferenceProxy(server_handles, batched=batched, request_wait_timeout=settings.request_wait_timeout,
                            registry=registry)
     proxy.policy_version = policy_version
-    service = InferenceService(proxy, tokenizer, settings.model_name, settings.host, settings.port)
+    service = InferenceService(proxy, tokenizer, settings.model_name, settings.host, settings.port, token=token,
+                               limits=limits, max_body_bytes=int(settings.max_body_mb * 1024**2))
     service.start()
     write_endpoint_file(endpoint_path, service.endpoint_record(tokenizer=tokenizer_path,
                                                                replica_addresses=list(replica_addresses or [])))

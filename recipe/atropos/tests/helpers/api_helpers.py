@@ -3,9 +3,15 @@ registered trainer whose first `/batch` has opened the API to environments."""
 
 from __future__ import annotations
 
+from recipe.atropos.auth.run_token import auth_headers, run_token
 from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
 
 GROUP = 4
+
+
+def token_headers() -> dict[str, str]:
+    """The test session's token as our clients send it (conftest sets ATROPOS_RUN_TOKEN)."""
+    return auth_headers(run_token())
 
 
 def fast_client(url: str, **overrides) -> AtroposEnvironmentClient:

@@ -18,7 +18,7 @@ from recipe.atropos.data.errors import (
     AtroposUnavailableError,
 )
 from recipe.atropos.examples.env_api import post_groups, register_env
-from recipe.atropos.tests.helpers.api_helpers import GROUP, fast_client, started_trainer
+from recipe.atropos.tests.helpers.api_helpers import GROUP, fast_client, started_trainer, token_headers
 from recipe.atropos.tests.helpers.scored_data_factory import make_group
 
 
@@ -120,7 +120,7 @@ def test_mixed_batches_drop_bad_groups_survive_a_lost_batch_and_match_reference_
 
 
 def run_api_status(url):
-    return requests.get(f"{url}/status", timeout=5).json()
+    return requests.get(f"{url}/status", timeout=5, headers=token_headers()).json()
 
 
 def test_trajectory_batch_flattens_sequences(run_api):
