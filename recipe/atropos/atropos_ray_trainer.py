@@ -37,6 +37,7 @@ from recipe.atropos.data.row_temperature import RowTemperatureBatch
 from recipe.atropos.data.scored_group import AtroposBatch
 from recipe.atropos.data.to_dataproto import fill_missing_rollout_log_probs, scored_data_to_dataproto
 from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
+from recipe.atropos.auth.ray_auth import check_ray_token_auth
 from recipe.atropos.auth.run_token import required_run_token
 from recipe.atropos.policy_server.service import InferenceService, serve_replicas
 from recipe.atropos.policy_server.settings import InferenceConfig
@@ -57,7 +58,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         if config is not None:  # before verl builds anything: a setting the rule cannot honour stops here
             check_adv_estimator(config.algorithm.adv_estimator)
             check_checkpoints_are_synchronous(config)
-            AtroposClientConfig.from_mapping(config.trainer.get("atropos"))
+            atropos = AtroposClientConfig.from_mapping(config.trainer.get("atropos"))
+            check_ray_token_auth(atropos.require_token, "trainer.atropos.require_token")
         super().__init__(*args, **kwargs)
         data_cfg, trainer_cfg = self.config.data, self.config.trainer
         self.atropos_config = AtroposClientConfig.from_mapping(trainer_cfg.get("atropos"))

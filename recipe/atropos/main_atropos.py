@@ -11,17 +11,23 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from recipe.atropos.auth.ray_auth import enable_ray_token_auth
+from recipe.atropos.auth.run_token import run_token
 import verl_patches  # noqa: F401  (applies the patches in this process; Ray workers load them as a verl plugin)
 
 
 def run_atropos(config: DictConfig) -> None:
-    """Validate the recipe-specific settings, then hand over to verl's `main_ppo.main`."""
+    """Validate the recipe-specific settings, turn Ray's token authentication on with the run's token
+    (auth/ray_auth.py), then hand over to verl's `main_ppo.main`, which starts or joins Ray."""
     from verl.trainer import main_ppo
 
     if config.trainer.get("use_v1", False):
         raise ValueError("RayGRPOAtroposTrainer runs on verl's legacy trainer: set trainer.use_v1=false")
     if not config.get("trainer_cls"):
         raise ValueError("trainer_cls is empty: set trainer_cls=recipe.atropos.grpo_atropos_trainer.RayGRPOAtroposTrainer")
+    token = run_token()
+    if token:
+        enable_ray_token_auth(token, "trainer.atropos.require_token")
     main_ppo.main.__wrapped__(config)
 
 

@@ -37,6 +37,7 @@ import requests
 from tqdm import tqdm
 
 from recipe.atropos.auth.bind_check import check_bind
+from recipe.atropos.auth.ray_auth import ray_token_auth_env
 from recipe.atropos.auth.run_token import TOKEN_ENV, auth_headers, make_run_token, run_token, write_token_file
 from recipe.atropos.launcher.api_process import RunApiProcess
 from recipe.atropos.launcher.env_activity import EnvActivityMonitor
@@ -102,6 +103,8 @@ class ServicesLauncher:
             logger.warning("require_token=false and no %s: run-api and the policy server accept requests from "
                            "anyone on this host", TOKEN_ENV)
         self.token_env = {TOKEN_ENV: self.token} if self.token else {}
+        # The trainer's Ray cluster checks the same token (auth/ray_auth.py).
+        self.ray_env = ray_token_auth_env(self.token, "require_token") if self.token else {}
         self.api = RunApiProcess(host=config.api.host, port=config.api.port or None, log_path=self.log_dir / "run-api.log",
                                  token=self.token, allow_no_token=self.token is None)
         self.inference = UnifiedInferenceManager(self.run_dir / "inference_endpoint.json")
@@ -145,7 +148,7 @@ class ServicesLauncher:
         self.inference.reset()
         self.api.start(ready_timeout=self.config.api.startup_timeout)
         logger.info("run-api pid %d at %s", self.api.pid, self.api.url)
-        trainer_env = {**self.config.process_env, **self.config.trainer.env, **self.token_env,
+        trainer_env = {**self.config.process_env, **self.config.trainer.env, **self.token_env, **self.ray_env,
                        "VERL_FILE_LOGGER_PATH": str(self.metrics_file)}
         self.trainer = ManagedProcess("trainer", self.trainer_command(), log_path=self.log_dir / "trainer.log",
                                       env=trainer_env)

@@ -33,14 +33,18 @@ has no os.unshare) and a privilege drop by `setpriv`:
   namespace), uid 0 inside maps to the invoking user: the candidate keeps that user's file
   permissions everywhere outside the masked paths, and can connect to that user's Unix sockets in
   the file system.
+- Nothing written outlives scoring: /tmp, /var/tmp and /dev/shm are fresh tmpfs mounts private to
+  the namespace (64 MiB each), gone with it; the Unix sockets other programs keep there (Ray's in
+  /tmp/ray) are out of sight.
 
 What a candidate can still do: read whatever nobody (or, in user mode, the invoking user) can read
 outside the masked paths, including the base interpreter's prefix (its stdlib), which is bound
 read-only into the sandbox so that it runs even where its real path is closed to nobody; write to
-world-writable places (/tmp, /dev/shm), where files outlive scoring; connect to Unix sockets in the
-file system that it may write to. Where the namespaces cannot be made (no root and no unprivileged
-user namespaces, or a container that forbids them) nothing runs: `SandboxUnavailableError` says
-what failed, and candidates are never run without isolation.
+other world-writable directories (in user mode: whatever the invoking user may write), where files
+outlive scoring; connect to Unix sockets it may write to outside the scratch directories. Where the
+namespaces cannot be made (no root and no unprivileged user namespaces, or a container that forbids
+them) nothing runs: `SandboxUnavailableError` says what failed, and candidates are never run
+without isolation.
 """
 
 from __future__ import annotations
@@ -137,7 +141,13 @@ def _limit(limits: SandboxLimits) -> None:
 
 _NOBODY = 65534  # uid and gid the candidate runs as in root mode
 _PROJECT_ROOT = Path(__file__).resolve().parents[4]  # the directory holding the `recipe` package
-_MASK = "mount -t tmpfs -o ro,nosuid,nodev,mode=0555 sandbox-mask {}"  # an empty read-only file system
+# An empty read-only file system over a path (one under a scratch directory is gone already).
+_MASK = "if [ -e {0} ]; then mount -t tmpfs -o ro,nosuid,nodev,mode=0555 sandbox-mask {0}; fi"
+# The world-writable scratch directories get a fresh tmpfs each, private to the namespace and gone with
+# it: what the candidate writes there cannot outlive scoring, and the sockets other programs keep
+# there (Ray's session directory in /tmp/ray among them) cannot be reached.
+_SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+_SCRATCH = "if [ -d {0} ]; then mount -t tmpfs -o nosuid,nodev,size=64m,mode=1777 sandbox-scratch {0}; fi"
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -202,11 +212,11 @@ def _hidden_paths() -> list[Path]:
     return [_PROJECT_ROOT] + ([venv] if venv != Path(sys.base_prefix).resolve() else [])
 
 
-def _init_script(workdir: Path, interpreter: _Interpreter) -> str:
-    """The namespace's PID 1, run as root of the new namespaces: bind the interpreter, mask what the
-    candidate must not read, then run the privilege drop and runner ("$@") as its child, and exit
-    with its status. The runner is not PID 1 itself: PID 1 ignores signals it has no handler for,
-    the CPU-time limit's SIGXCPU among them."""
+def _init_script(workdir: Path, interpreter: _Interpreter, mode: str) -> str:
+    """The namespace's PID 1, run as root of the new namespaces: private scratch directories, the
+    workdir (again) in them, bind the interpreter, mask what the candidate must not read, then run the
+    privilege drop and runner ("$@") as its child, and exit with its status. The runner is not PID 1
+    itself: PID 1 ignores signals it has no handler for, the CPU-time limit's SIGXCPU among them."""
     bound = workdir / "python"
     masks = [bound / path for path in interpreter.site_packages]
     for hidden in _hidden_paths():
@@ -220,9 +230,13 @@ def _init_script(workdir: Path, interpreter: _Interpreter) -> str:
     outermost = [path for path in dict.fromkeys(masks)  # a path inside another mask is hidden already
                  if not any(path != other and path.is_relative_to(other) for other in masks)]
     q = shlex.quote
-    return "\n".join(["set -e", f"mount --bind -o ro {q(str(interpreter.prefix))} {q(str(bound))}",
-                      *(_MASK.format(q(str(path))) for path in outermost),
-                      f"cd {q(str(workdir / 'work'))}", '"$@"', "exit $?"])
+    work = q(str(workdir / "work"))
+    # The workdir is usually in /tmp, under a fresh tmpfs now: make its two directories again there.
+    make_workdir = [f"mkdir -p {q(str(bound))} {work}", f"chmod 0711 {q(str(workdir))}", f"chmod 0700 {work}",
+                    *([f"chown {_NOBODY}:{_NOBODY} {work}"] if mode == "root" else [])]
+    return "\n".join(["set -e", *(_SCRATCH.format(q(path)) for path in _SCRATCH_DIRS), *make_workdir,
+                      f"mount --bind -o ro {q(str(interpreter.prefix))} {q(str(bound))}",
+                      *(_MASK.format(q(str(path))) for path in outermost), f"cd {work}", '"$@"', "exit $?"])
 
 
 def _command(isolation: Isolation, mode: str, workdir: Path, python_args: Sequence[str]) -> list[str]:
@@ -238,7 +252,7 @@ def _command(isolation: Isolation, mode: str, workdir: Path, python_args: Sequen
     bound = workdir / "python"
     library = ([] if interpreter.library_dir is None
                else ["env", f"LD_LIBRARY_PATH={bound / interpreter.library_dir}"])
-    return [isolation.unshare, *namespaces, "sh", "-c", _init_script(workdir, interpreter), "sandbox-init",
+    return [isolation.unshare, *namespaces, "sh", "-c", _init_script(workdir, interpreter, mode), "sandbox-init",
             isolation.setpriv, *drop, "--", *library, str(bound / interpreter.executable), "-I", "-S",
             *python_args]
 

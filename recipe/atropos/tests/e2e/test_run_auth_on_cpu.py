@@ -1,7 +1,7 @@
 """A launcher run with an intruder on the same host: while the CPU demo trains, a client without the
 run's token keeps posting forged groups to run-api, pulling `/batch`, calling `/reset_data` and
-`/register-env`, and asking the policy server for completions. Every one is refused, nothing it
-sent is trained (every trained group is the registered environment's), the refusals are counted,
+`/register-env`, asking the policy server for completions, and joining the trainer's Ray cluster.
+Every one is refused, nothing it sent is trained (every trained group is the registered environment's), the refusals are counted,
 and the token is in no process's command line."""
 
 import json
@@ -19,6 +19,7 @@ from recipe.atropos.examples.tiny_model import build_tiny_qwen2
 from recipe.atropos.launcher.api_process import free_loopback_port
 from recipe.atropos.launcher.config import load_launcher_config
 from recipe.atropos.launcher.services import run_services
+from recipe.atropos.tests.helpers.ray_helpers import env_without_tokens, gcs_address_of, try_to_join
 
 STEPS = 2
 FORGED = [777, 778, 779, 780, 781, 782, 783, 784]
@@ -35,6 +36,7 @@ class Intruder(threading.Thread):
         self.stop = threading.Event()
         self.answers: dict[str, set[int]] = {}
         self.token_on_command_lines: list[str] = []
+        self.ray_answer: str | None = None  # what joining the trainer's Ray cluster without the token gave
 
     def record(self, what: str, send) -> None:
         try:
@@ -66,6 +68,12 @@ class Intruder(threading.Thread):
                 self.record("POST /v1/completions", lambda: requests.post(f"{base}/v1/completions", timeout=5,
                                                                           json={"prompt": "hi", "max_tokens": 4}))
             self.scan_command_lines()
+            self.join_ray_once()
+
+    def join_ray_once(self) -> None:
+        address = None if self.ray_answer else gcs_address_of(psutil.Process())
+        if address:
+            self.ray_answer = try_to_join(address, env_without_tokens())
 
     def scan_command_lines(self) -> None:
         token = os.environ[TOKEN_ENV]
@@ -102,6 +110,7 @@ def test_a_launcher_run_trains_only_what_its_environments_sent(tmp_path):
                                      "POST /generate", "POST /v1/completions"}, intruder.answers
     assert intruder.answers == {what: refused.get(what, {401}) for what in intruder.answers}
     assert result.steps[-1]["atropos/inference/refused_requests/unauthorized"] > 0  # counted by the policy server
+    assert intruder.ray_answer == "refused"  # Ray's GCS checks the run's token too
 
     # A forged group (env_id None) that reached a batch would be trained as environment "None".
     for step in result.steps:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from recipe.atropos.envs.code.sandbox import (Isolation, SandboxLimits, SandboxU
                                               run_function)
 
 TASKS_FILE = Path(tasks.__file__).resolve()
+# A directory the candidate sees as the host does (not one of the sandbox's private scratch
+# directories, nor pytest's tmp_path under /tmp).
+VISIBLE_PARENT = "/run" if os.path.isdir("/run") else "/"
 PROJECT_ROOT = TASKS_FILE.parents[4]  # holds the `recipe` package
 
 
@@ -64,12 +68,52 @@ def test_candidate_cannot_reach_a_loopback_service(isolation):
     assert result.passed == 1  # its connect failed
 
 
+SCRATCH = """
+import os, socket
+def scratch(marker, socket_path):
+    written = []
+    for directory in ("/tmp", "/var/tmp", "/dev/shm"):
+        with open(os.path.join(directory, marker), "w") as file:
+            file.write("left behind")
+        written.append(directory)
+    try:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(socket_path)
+            conn.sendall(b"forged scored data")
+        written.append("socket")
+    except OSError:
+        pass
+    return written
+"""
+
+
+def test_what_the_candidate_writes_in_scratch_directories_is_gone_and_their_sockets_are_out_of_reach(isolation):
+    """/tmp, /var/tmp and /dev/shm are the candidate's own: it writes there (the function returns),
+    nothing of it is on the host afterwards, and a Unix socket anyone could connect to in /tmp (as
+    Ray keeps its sockets in /tmp/ray) is not there for it."""
+    marker = f"scratch-{uuid.uuid4().hex}"
+    with tempfile.TemporaryDirectory() as directory, socket.socket(socket.AF_UNIX) as listener:
+        Path(directory).chmod(0o777)
+        socket_path = str(Path(directory) / "service.sock")
+        listener.bind(socket_path)
+        os.chmod(socket_path, 0o777)
+        listener.listen()
+        try:
+            result = run(SCRATCH, "scratch", [[marker, socket_path]], [["/tmp", "/var/tmp", "/dev/shm"]], isolation)
+            arrived, _, _ = select.select([listener], [], [], 0)
+            assert arrived == [], "the candidate connected to a Unix socket in /tmp"
+            assert result.passed == 1, result  # it wrote to all three, and its connect failed
+            assert [d for d in ("/tmp", "/var/tmp", "/dev/shm") if (Path(d) / marker).exists()] == []
+        finally:
+            for d in ("/tmp", "/var/tmp", "/dev/shm"):  # what an unsound sandbox left behind
+                (Path(d) / marker).unlink(missing_ok=True)
+
+
 # Forks a child into a new session, which forks again and execs a long sleep carrying `marker` in
-# its argv; the candidate goes on only once that process is running (it wrote to the pipe), and then
-# says so through the FIFO `announce` if given.
+# its argv; the candidate goes on only once that process is running (it wrote to the pipe).
 ESCAPE = """
 import os, sys, time
-def escape(marker, then_hang, announce=None):
+def escape(marker, then_hang):
     read_end, write_end = os.pipe()
     os.set_inheritable(write_end, True)
     if os.fork() == 0:
@@ -80,9 +124,6 @@ def escape(marker, then_hang, announce=None):
         os._exit(0)
     os.close(write_end)
     assert os.read(read_end, 2) == b"up"
-    if announce:
-        with open(announce, "w") as fifo:
-            fifo.write("up")
     if then_hang:
         time.sleep(1000)
     return True
@@ -106,50 +147,32 @@ def test_nothing_the_candidate_started_outlives_scoring(isolation, then_hang):
             process.kill()
 
 
-def processes_in(directory):
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if Path(process.cwd()).is_relative_to(directory):
-                found.append(process)
-        except (psutil.Error, ValueError):
-            pass
-    return found
-
-
 SCORER = """
 import asyncio, sys
 from recipe.atropos.envs.code.sandbox import SandboxLimits, run_function
-code, marker, announce = sys.argv[1:]
-asyncio.run(run_function(code, "escape", [[marker, True, announce]], [True], SandboxLimits(timeout_s=120)))
+code, marker = sys.argv[1:]
+asyncio.run(run_function(code, "escape", [[marker, True]], [True], SandboxLimits(timeout_s=120)))
 """
+ESCAPE_STARTED_S = 60.0
 
 
 def test_nothing_the_candidate_started_outlives_a_scorer_that_dies():
     marker = f"escaped-{uuid.uuid4().hex}"
-    with tempfile.TemporaryDirectory() as directory:  # in /tmp: reachable by the candidate
-        Path(directory).chmod(0o755)
-        announce = Path(directory) / "announce"
-        os.mkfifo(announce, 0o666)
-        announce.chmod(0o666)
-        reader = os.open(announce, os.O_RDONLY | os.O_NONBLOCK)
-        scorer = subprocess.Popen([sys.executable, "-c", SCORER, ESCAPE, marker, str(announce)],
-                                  env={**os.environ, "TMPDIR": directory})  # its sandbox's files go with ours
-        try:
-            assert select.select([reader], [], [], 60)[0], "the candidate never started its escape"
-            assert os.read(reader, 2) == b"up"
-            escaped = [process for process in processes_with(marker) if process.pid != scorer.pid]
-            assert escaped, "the escaped process is not running"
-            scorer.kill()
-            scorer.wait()
-            _, alive = psutil.wait_procs(escaped, timeout=30)
-            assert alive == []
-        finally:
-            os.close(reader)
-            scorer.kill()
-            scorer.wait()
-            for process in processes_with(marker) + processes_in(directory):  # an unsound sandbox's leftovers
-                process.kill()
+    scorer = subprocess.Popen([sys.executable, "-c", SCORER, ESCAPE, marker])
+    try:
+        deadline = time.monotonic() + ESCAPE_STARTED_S
+        while not (escaped := [process for process in processes_with(marker) if process.pid != scorer.pid]):
+            assert scorer.poll() is None and time.monotonic() < deadline, "the candidate never started its escape"
+            time.sleep(0.2)
+        scorer.kill()
+        scorer.wait()
+        _, alive = psutil.wait_procs(escaped, timeout=30)
+        assert alive == []
+    finally:
+        scorer.kill()
+        scorer.wait()
+        for process in processes_with(marker):  # an unsound sandbox's leftovers
+            process.kill()
 
 
 TABLE_LOOKUP = """
@@ -201,7 +224,7 @@ def append(path):
 
 def test_run_by_root_the_candidate_cannot_change_roots_files():
     isolation = supported("root")
-    with tempfile.TemporaryDirectory() as directory:  # in /tmp: reachable by anyone, unlike pytest's tmp_path
+    with tempfile.TemporaryDirectory(dir=VISIBLE_PARENT) as directory:  # readable by anyone
         Path(directory).chmod(0o755)
         ours = Path(directory) / "ours"
         ours.write_text("unchanged")
