@@ -21,13 +21,17 @@ RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
 RAY_AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 
 
+def _is_token_mode(mode: str | None) -> bool:
+    return mode is not None and mode.strip().lower() == "token"
+
+
 def ray_token_auth_env(token: str, setting: str) -> dict[str, str]:
     """The variables that turn Ray's token authentication on with `token`, given this process's
     environment: an explicit `RAY_AUTH_TOKEN`/`RAY_AUTH_TOKEN_PATH` is kept (only the mode is set), an
     explicit `RAY_AUTH_MODE` other than `token` is refused, naming `setting` (the switch that turns
     the run's token off)."""
     mode = os.environ.get(RAY_AUTH_MODE_ENV)
-    if mode is not None and mode.strip().lower() != "token":
+    if mode is not None and not _is_token_mode(mode):
         raise RunTokenError(f"{RAY_AUTH_MODE_ENV}={mode} turns Ray's token authentication off while this run has a "
                             "token: anyone who reaches a Ray port could run code in the trainer's workers. Unset "
                             f"{RAY_AUTH_MODE_ENV}, or set {setting}=false for a run without authentication")
@@ -55,7 +59,7 @@ def check_ray_token_auth(required: bool, setting: str) -> None:
     """Inside a Ray process of the run: stop when the run requires tokens and Ray runs without one
     (started by hand without `RAY_AUTH_MODE=token`), naming `setting`."""
     mode = os.environ.get(RAY_AUTH_MODE_ENV, "")
-    if required and mode.strip().lower() != "token":
+    if required and not _is_token_mode(mode):
         raise RunTokenError(f"Ray runs without token authentication ({RAY_AUTH_MODE_ENV}={mode or '<unset>'}): start "
                             "the run through `python -m recipe.atropos.main_atropos` or the launcher, which turn it "
                             f"on, or start Ray with {RAY_AUTH_MODE_ENV}=token (docs/security.md); {setting}=false runs "

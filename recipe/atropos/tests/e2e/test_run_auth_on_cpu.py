@@ -1,7 +1,8 @@
 """A launcher run with an intruder on the same host: while the CPU demo trains, a client without the
 run's token keeps posting forged groups to run-api, pulling `/batch`, calling `/reset_data` and
 `/register-env`, asking the policy server for completions, and joining the trainer's Ray cluster.
-Every one is refused, nothing it sent is trained (every trained group is the registered environment's), the refusals are counted,
+Every one is refused, nothing it sent is trained (every trained group is the registered
+environment's), the refusals are counted,
 and the token is in no process's command line."""
 
 import json

@@ -25,6 +25,7 @@ TASKS_FILE = Path(tasks.__file__).resolve()
 # A directory the candidate sees as the host does (not one of the sandbox's private scratch
 # directories, nor pytest's tmp_path under /tmp).
 VISIBLE_PARENT = "/run" if os.path.isdir("/run") else "/"
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # the world-writable directories every host has
 PROJECT_ROOT = TASKS_FILE.parents[4]  # holds the `recipe` package
 
 
@@ -99,13 +100,13 @@ def test_what_the_candidate_writes_in_scratch_directories_is_gone_and_their_sock
         os.chmod(socket_path, 0o777)
         listener.listen()
         try:
-            result = run(SCRATCH, "scratch", [[marker, socket_path]], [["/tmp", "/var/tmp", "/dev/shm"]], isolation)
+            result = run(SCRATCH, "scratch", [[marker, socket_path]], [list(SCRATCH_DIRS)], isolation)
             arrived, _, _ = select.select([listener], [], [], 0)
             assert arrived == [], "the candidate connected to a Unix socket in /tmp"
             assert result.passed == 1, result  # it wrote to all three, and its connect failed
-            assert [d for d in ("/tmp", "/var/tmp", "/dev/shm") if (Path(d) / marker).exists()] == []
+            assert [d for d in SCRATCH_DIRS if (Path(d) / marker).exists()] == []
         finally:
-            for d in ("/tmp", "/var/tmp", "/dev/shm"):  # what an unsound sandbox left behind
+            for d in SCRATCH_DIRS:  # what an unsound sandbox left behind
                 (Path(d) / marker).unlink(missing_ok=True)
 
 

@@ -1,8 +1,9 @@
 """Ray admits only the run's token: a head started as docs/security.md says (`ray start --head` with
 RAY_AUTH_MODE=token and the run's token file) lets a driver with the token run a task and refuses
 drivers without it or with another, on its GCS and its Ray Client port; its dashboard listens on
-loopback only; and a run whose Ray authentication is turned off stops before Ray starts, naming the setting. (The
-launcher's own local cluster refusing an intruder is checked in e2e/test_run_auth_on_cpu.py.)"""
+loopback only; and a run whose Ray authentication is turned off stops before Ray starts, naming the
+setting. (The launcher's own local cluster refusing an intruder is checked in
+e2e/test_run_auth_on_cpu.py.)"""
 
 import shutil
 import subprocess
