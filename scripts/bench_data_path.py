@@ -25,19 +25,19 @@ from typing import Any
 
 import numpy as np
 import orjson
-import requests
 import simdjson
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recipe.atropos.atropos_core_algos import AtroposGRPOComputer  # noqa: E402
-from recipe.atropos.auth.run_token import ensure_run_token  # noqa: E402
+from recipe.atropos.auth.run_token import auth_headers, ensure_run_token, run_token  # noqa: E402
 from recipe.atropos.launcher.api_process import RunApiProcess  # noqa: E402
 from recipe.atropos.launcher.managed_process import raise_on_termination_signals  # noqa: E402
 from recipe.atropos.data.to_dataproto import scored_data_to_dataproto  # noqa: E402
 from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient  # noqa: E402
 from recipe.atropos.examples.env_api import post_groups, register_env  # noqa: E402
+from recipe.atropos.net import direct_http  # noqa: E402
 
 GROUP_SIZE = 8
 VOCAB = 151_000
@@ -81,7 +81,7 @@ def capture_batch_bytes(sequences: int, tokens: int, extras: bool, gzip: bool = 
             post_groups(api.url, groups[start:start + 8], env_id=env_id, timeout=300.0)
         started = time.perf_counter()
         encoding = {"Accept-Encoding": "gzip" if gzip else "identity"}
-        response = requests.get(f"{api.url}/batch", headers=encoding, timeout=600)
+        response = direct_http.get(f"{api.url}/batch", headers={**encoding, **auth_headers(run_token())}, timeout=600)
         served_s = time.perf_counter() - started
         response.raise_for_status()
         return response.content, served_s

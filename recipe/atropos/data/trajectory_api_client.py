@@ -44,6 +44,7 @@ from recipe.atropos.data.errors import (
     InvalidGroupError,
 )
 from recipe.atropos.data.scored_group import AtroposBatch, ScoredGroup, TrajectoryBatch, validate_group
+from recipe.atropos.net.direct_http import direct_session
 
 __all__ = ["AtroposEnvironmentClient", "ClientStats"]
 
@@ -123,7 +124,7 @@ class AtroposEnvironmentClient:
         self.max_token_len = max_token_len
         self.max_prompt_len = max_prompt_len
         self.max_response_len = max_response_len
-        self.session = session or requests.Session()
+        self.session = session or direct_session()
         # The run's token goes in a header on every request (never in the URL: URLs reach logs and errors).
         self.session.headers.update(auth_headers(required_run_token(self.config.require_token,
                                                                     "trainer.atropos.require_token")))

@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import requests
-
 from recipe.atropos.auth.run_token import auth_headers, run_token
+from recipe.atropos.net import direct_http
 
 
 def register_env(
     api_url: str, *, name: str, weight: float, group_size: int, max_token_length: int, timeout: float = 10.0
 ) -> int:
     """`POST /register-env`; returns the env_id. The trainer must have called `/batch` once before."""
-    response = requests.post(
+    response = direct_http.post(
         f"{api_url.rstrip('/')}/register-env",
         json={"max_token_length": max_token_length, "desired_name": name, "weight": weight, "group_size": group_size},
         timeout=timeout, headers=auth_headers(run_token()),
@@ -38,7 +37,7 @@ def post_groups(api_url: str, groups: list[dict[str, Any]], *, env_id: int | Non
     environment sends reaches the server as it would in a real run.
     """
     body = [{**group, "env_id": env_id} if env_id is not None else group for group in groups]
-    response = requests.post(
+    response = direct_http.post(
         f"{api_url.rstrip('/')}/scored_data_list",
         data=json.dumps(body),
         headers={"Content-Type": "application/json", **auth_headers(run_token())},

@@ -13,6 +13,8 @@ import requests
 from recipe.atropos.auth.run_token import TOKEN_ENV
 from recipe.atropos.launcher.managed_process import ManagedProcess
 from recipe.atropos.launcher.run_api_server import HEALTH_PATH
+from recipe.atropos.net import direct_http
+from recipe.atropos.net.addresses import advertised_host, http_url
 
 
 def free_loopback_port() -> int:
@@ -27,6 +29,8 @@ class RunApiProcess(ManagedProcess):
 
     Args:
         host: bind address; loopback unless the caller means otherwise.
+        advertise_host: the address clients are told (`url`); None: the bind address, or this node's
+            when bound to every interface (net/addresses.py).
         port: TCP port; a free loopback port when None.
         log_path: file receiving the server's output (discarded when None).
         token: the run's secret, handed over in the child's environment; None: the one this process
@@ -36,8 +40,11 @@ class RunApiProcess(ManagedProcess):
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, log_path: Path | None = None,
-                 token: str | None = None, allow_no_token: bool = False, max_body_mb: float | None = None) -> None:
+                 token: str | None = None, allow_no_token: bool = False, max_body_mb: float | None = None,
+                 advertise_host: str | None = None) -> None:
         self.host = host
+        self.advertised_host = advertised_host(host, advertise_host, bind_setting="api.host",
+                                               advertise_setting="api.advertise_host")
         self.port = port or free_loopback_port()
         command = [sys.executable, "-m", "recipe.atropos.launcher.run_api_server", "--host", host,
                    "--port", str(self.port)]
@@ -49,7 +56,7 @@ class RunApiProcess(ManagedProcess):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return http_url(self.advertised_host, self.port)
 
     def start(self, ready_timeout: float = 60.0) -> RunApiProcess:
         super().start()
@@ -62,7 +69,7 @@ class RunApiProcess(ManagedProcess):
             if not self.running():
                 raise RuntimeError(f"run-api exited with code {self.process.returncode} before serving {self.url}")
             try:
-                if requests.get(f"{self.url}{HEALTH_PATH}", timeout=1).ok:
+                if direct_http.get(f"{self.url}{HEALTH_PATH}", timeout=1).ok:
                     return
             except requests.RequestException:
                 pass

@@ -5,7 +5,8 @@
     enforce_mix: true                   # each batch holds each environment's share
     silent_env_warning_s: 300           # name an environment that sends nothing for this long
     process_env: {WANDB_MODE: disabled} # environment variables of the trainer and environments
-    api: {host: 127.0.0.1, port: 8000}  # port 0: a free one
+    api: {host: 127.0.0.1, port: 8000}  # port 0: a free one; advertise_host: what clients are told
+                                        # (default: host, or this node's address when host is 0.0.0.0)
     require_token: true                 # every listener needs the run's token (docs/security.md)
     trainer:
       module: recipe.atropos.main_atropos
@@ -44,13 +45,10 @@ class LauncherConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ApiSpec:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # bind address
     port: int = 8000
     startup_timeout: float = 60.0
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    advertise_host: str | None = None  # what environments and the trainer are told (net/addresses.py)
 
 
 @dataclasses.dataclass(frozen=True)

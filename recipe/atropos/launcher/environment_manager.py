@@ -24,6 +24,7 @@ import collections
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +35,8 @@ import requests
 from recipe.atropos.launcher.inference_manager import UnifiedInferenceManager
 from recipe.atropos.launcher.config import EnvSpec, normalized_weights
 from recipe.atropos.launcher.managed_process import ManagedProcess, stop_processes
+from recipe.atropos.net import direct_http
+from recipe.atropos.net.direct_http import no_proxy_env
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ class EnvSlot:
 def disconnect(api_url: str, env_id: int, headers: Mapping[str, str] | None = None) -> bool:
     """`POST /disconnect-env`: the API stops counting the environment (its min_batch_allocation included)."""
     try:
-        answer = requests.post(f"{api_url}/disconnect-env", json={"env_id": env_id}, timeout=5, headers=headers)
+        answer = direct_http.post(f"{api_url}/disconnect-env", json={"env_id": env_id}, timeout=5, headers=headers)
         return answer.ok and answer.json().get("status") == "success"
     except (requests.RequestException, ValueError):
         return False
@@ -70,7 +73,7 @@ def status_env(api_url: str, env_id: int, timeout: float = 5.0, headers: Mapping
     """`GET /status-env` of environment `env_id` ({} when the answer is not JSON); None when the API does
     not know it (it answers only for registered ids) or does not answer."""
     try:
-        answer = requests.get(f"{api_url}/status-env", json={"env_id": env_id}, timeout=timeout, headers=headers)
+        answer = direct_http.get(f"{api_url}/status-env", json={"env_id": env_id}, timeout=timeout, headers=headers)
     except requests.RequestException:
         return None
     if not answer.ok:
@@ -184,8 +187,11 @@ class AtroposEnvironmentManager:
                   trainer_alive: Callable[[], bool] = lambda: True) -> tuple[ManagedProcess, int]:
         """Start one process and wait until the API registered it; (process, its env_id)."""
         label = f"env_{spec.name}_{index}"
+        # No proxy between an environment and run-api or the policy server (net/direct_http.py).
+        direct = no_proxy_env({**os.environ, **self.env_vars},
+                              [self.api_url, *([inference.endpoint["base_url"]] if inference.endpoint else [])])
         process = ManagedProcess(label, self.command(spec, inference), log_path=self.log_dir / f"{label}.log",
-                                 env=self.env_vars)
+                                 env={**self.env_vars, **direct})
         self.processes.append((spec, process))  # owned before it exists: a signal during start finds it
         process.start()
         env_id = len(self.names)

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from recipe.atropos.net import direct_http
 
 class InferenceNotReadyError(RuntimeError):
     """The trainer's policy server did not come up in time, or the trainer stopped first."""
@@ -54,7 +55,7 @@ class UnifiedInferenceManager:
     @staticmethod
     def _healthy(base_url: str) -> bool:
         try:
-            return requests.get(f"{base_url}/health", timeout=2).ok
+            return direct_http.get(f"{base_url}/health", timeout=2).ok
         except requests.RequestException:
             return False
 

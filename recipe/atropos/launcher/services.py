@@ -45,6 +45,7 @@ from recipe.atropos.launcher.environment_manager import AtroposEnvironmentManage
 from recipe.atropos.launcher.inference_manager import InferenceNotReadyError, UnifiedInferenceManager
 from recipe.atropos.launcher.config import LauncherConfig, load_launcher_config
 from recipe.atropos.launcher.managed_process import ManagedProcess, defer_if_starting, stop_processes
+from recipe.atropos.net import direct_http
 
 logger = logging.getLogger("atropos_launcher")
 
@@ -106,7 +107,8 @@ class ServicesLauncher:
         # The trainer's Ray cluster checks the same token (auth/ray_auth.py).
         self.ray_env = ray_token_auth_env(self.token, "require_token") if self.token else {}
         self.api = RunApiProcess(host=config.api.host, port=config.api.port or None, log_path=self.log_dir / "run-api.log",
-                                 token=self.token, allow_no_token=self.token is None)
+                                 token=self.token, allow_no_token=self.token is None,
+                                 advertise_host=config.api.advertise_host)
         self.inference = UnifiedInferenceManager(self.run_dir / "inference_endpoint.json")
         self.environments = AtroposEnvironmentManager(
             config.environments, self.api.url, self.log_dir, self.run_dir / "env_names.json",
@@ -193,7 +195,7 @@ class ServicesLauncher:
 
     def _status_line(self, steps: int, total: int | None) -> str:
         try:
-            queue = requests.get(f"{self.api.url}/status", timeout=2,
+            queue = direct_http.get(f"{self.api.url}/status", timeout=2,
                                  headers=auth_headers(self.token)).json().get("queue_size", "?")
         except (requests.RequestException, ValueError):
             queue = "?"

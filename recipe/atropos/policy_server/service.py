@@ -24,6 +24,7 @@ import uvicorn
 
 from recipe.atropos.auth.asgi_guard import TokenGuard
 from recipe.atropos.auth.bind_check import check_bind
+from recipe.atropos.net.addresses import advertised_host, http_url
 from recipe.atropos.policy_server.routes import PolicyApi, RequestLimits, build_app
 from recipe.atropos.policy_server.proxy import Completion, InferenceProxy
 from recipe.atropos.policy_server.settings import InferenceConfig
@@ -34,16 +35,6 @@ logger = logging.getLogger(__name__)
 
 HEALTH_PATH = "/health"
 _REFUSAL_REASONS = {401: "unauthorized", 403: "forbidden", 413: "too_large"}
-
-
-def _advertised_host(host: str) -> str:
-    """The address environments should use: the bind address, or this node's when bound to all."""
-    if host not in ("0.0.0.0", "::"):
-        return host
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
 
 
 def write_endpoint_file(path: str, record: dict[str, Any]) -> None:
@@ -59,8 +50,11 @@ class InferenceService:
 
     def __init__(self, proxy: InferenceProxy, tokenizer: Any, model_name: str, host: str = "127.0.0.1", port: int = 0,
                  *, token: str | None = None, limits: RequestLimits = RequestLimits(),
-                 max_body_bytes: int = 16 * 1024**2) -> None:
+                 max_body_bytes: int = 16 * 1024**2, advertise_host: str | None = None) -> None:
         check_bind(host, token, "trainer.atropos_inference.host")
+        # What environments are told, found before anything starts (a loopback one for other nodes stops here).
+        self.advertised_host = advertised_host(host, advertise_host, bind_setting="trainer.atropos_inference.host",
+                                               advertise_setting="trainer.atropos_inference.advertise_host")
         self.proxy = proxy
         self.model_name = model_name
         self.host = host
@@ -78,7 +72,7 @@ class InferenceService:
     @property
     def base_url(self) -> str:
         """Root URL of the server (`/generate`, `/health`); OpenAI clients append `/v1`."""
-        return f"http://{_advertised_host(self.host)}:{self.port}"
+        return http_url(self.advertised_host, self.port)
 
     def start(self, timeout: float = 30.0) -> str:
         def serve() -> None:
@@ -171,7 +165,8 @@ def serve_replicas(server_handles: list, tokenizer: Any, settings: InferenceConf
                            registry=registry)
     proxy.policy_version = policy_version
     service = InferenceService(proxy, tokenizer, settings.model_name, settings.host, settings.port, token=token,
-                               limits=limits, max_body_bytes=int(settings.max_body_mb * 1024**2))
+                               limits=limits, max_body_bytes=int(settings.max_body_mb * 1024**2),
+                               advertise_host=settings.advertise_host)
     service.start()
     write_endpoint_file(endpoint_path, service.endpoint_record(tokenizer=tokenizer_path,
                                                                replica_addresses=list(replica_addresses or [])))

@@ -20,6 +20,7 @@ DEFAULTS_FILE = Path(__file__).parents[1] / "config" / "atropos_inference.yaml"
 class InferenceConfig:
     enable: bool
     host: str
+    advertise_host: str | None
     port: int
     endpoint_file: str | None
     model_name: str

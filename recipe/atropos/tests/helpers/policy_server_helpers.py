@@ -13,9 +13,9 @@ from typing import Any
 
 @contextlib.contextmanager
 def serving(model_dir: Path, response_length: int = 16, token: str | None = None,
-            limits: Any = None) -> Iterator[SimpleNamespace]:
-    """The policy server on loopback; `token`: the secret it requires (none by default), `limits`: its
-    RequestLimits (none by default)."""
+            limits: Any = None, host: str = "127.0.0.1") -> Iterator[SimpleNamespace]:
+    """The policy server bound to `host`; `token`: the secret it requires (none by default), `limits`:
+    its RequestLimits (none by default)."""
     from transformers import AutoTokenizer
 
     from recipe.atropos.policy_server.proxy import InferenceProxy
@@ -27,7 +27,8 @@ def serving(model_dir: Path, response_length: int = 16, token: str | None = None
     server = HFCPUServer(config, SimpleNamespace(local_path=str(model_dir), path=str(model_dir)), replica_rank=0)
     proxy = InferenceProxy([server], batched=True, request_wait_timeout=30.0)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    service = InferenceService(proxy, tokenizer, model_name="policy", token=token, limits=limits or RequestLimits())
+    service = InferenceService(proxy, tokenizer, model_name="policy", host=host, token=token,
+                               limits=limits or RequestLimits())
     service.start()
     try:
         yield SimpleNamespace(server=server, proxy=proxy, service=service, url=service.base_url, model_dir=model_dir,

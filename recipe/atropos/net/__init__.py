@@ -1,0 +1,1 @@
+"""Addresses and HTTP between the run's own processes, across nodes."""
