@@ -20,6 +20,7 @@
         max_token_length: 1024
         processes: 1
         args: ["--env.some_flag", "value"]
+        node: 10.0.0.12                        # optional: run it on this Ray node (ray_init joins the cluster)
 
 Every field is checked here; an error names it (e.g. `environments[1].weight`).
 """
@@ -73,6 +74,9 @@ class EnvSpec:
     args: list[str] = dataclasses.field(default_factory=list)
     registration_timeout: float = 300.0
     min_batch_allocation: float | None = None  # default: its weight's share when enforce_mix is on
+    # The Ray node to run it on, by its address (`ray status`); None: the launcher's own node.
+    # Started through the cluster (`ray_init`): see launcher/node_processes.py.
+    node: str | None = None
 
     def target(self) -> list[str]:
         """The Python arguments that run it: through `recipe.atropos.envs.run_env`, which applies the
@@ -108,6 +112,9 @@ class LauncherConfig:
     # processes through their environment. false: no token (with a warning) when none is set, for
     # local experiments on loopback (api.host beyond loopback then refuses to start).
     require_token: bool = True
+    # ray.init arguments of the launcher, which joins the cluster only when an environment names a
+    # `node` (it starts environments there through Ray).
+    ray_init: dict[str, Any] = dataclasses.field(default_factory=lambda: {"address": "auto"})
 
     @property
     def weights(self) -> dict[str, float]:

@@ -21,6 +21,7 @@ those rates in both cases:
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -29,12 +30,15 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
+from recipe.atropos.auth.bind_check import is_loopback
 from recipe.atropos.launcher.inference_manager import UnifiedInferenceManager
-from recipe.atropos.launcher.config import EnvSpec, normalized_weights
+from recipe.atropos.launcher.config import EnvSpec, LauncherConfigError, normalized_weights
 from recipe.atropos.launcher.managed_process import ManagedProcess, stop_processes
+from recipe.atropos.launcher.node_processes import NodeProcess, ray_node_id, stop_node_processes
 from recipe.atropos.net import direct_http
 from recipe.atropos.net.direct_http import no_proxy_env
 
@@ -51,7 +55,7 @@ class EnvSlot:
 
     spec: EnvSpec
     index: int
-    process: ManagedProcess
+    process: ManagedProcess | NodeProcess
     env_id: int
     restarts: int = 0
 
@@ -103,11 +107,13 @@ class AtroposEnvironmentManager:
         self.names_file = Path(names_file)
         self.env_vars = dict(env_vars or {})
         self.python = python
-        self.processes: list[tuple[EnvSpec, ManagedProcess]] = []  # every process started, restarts included
+        self.processes: list[tuple[EnvSpec, ManagedProcess | NodeProcess]] = []  # every one started, restarts included
+        self.node_ids: dict[str, str] = {}  # Ray node id of each `node` an environment names (resolve_nodes)
         self.slots: list[EnvSlot] = []
         self.restart_count = 0
         self.names: dict[int, str] = {}  # every env_id registered over the run -> its environment's name
         self.weights = normalized_weights(self.specs)
+        self._check_reachable_from_other_nodes()
 
     def inference_weight(self, spec: EnvSpec) -> float:
         longest = max(s.max_token_length for s in self.specs)
@@ -162,7 +168,7 @@ class AtroposEnvironmentManager:
         for slot in self.slots:
             if slot.process.running() or slot.restarts > max_restarts:
                 continue
-            code = slot.process.process.returncode
+            code = slot.process.returncode
             disconnect(self.api_url, slot.env_id, self.api_headers)
             if slot.restarts == max_restarts:
                 slot.restarts += 1  # reported once
@@ -183,31 +189,59 @@ class AtroposEnvironmentManager:
             self._write_names()
         return report
 
+    def _check_reachable_from_other_nodes(self) -> None:
+        """An environment on another node must be told a run-api address that is not loopback."""
+        for i, spec in enumerate(self.specs):
+            if spec.node and is_loopback(urlsplit(self.api_url).hostname or ""):
+                raise LauncherConfigError(
+                    f"environments[{i}].node={spec.node}: run-api is advertised at {self.api_url}, a loopback "
+                    f"address, which another node cannot reach: set api.host to 0.0.0.0 (or this node's address)")
+
+    def resolve_nodes(self) -> None:
+        """The Ray node of every environment that names one (the launcher has joined the cluster); stops
+        naming `environments[i].node` when no live node has that address."""
+        for i, spec in enumerate(self.specs):
+            if spec.node:
+                self.node_ids[spec.node] = ray_node_id(spec.node, f"environments[{i}].node")
+
+    def where(self, spec: EnvSpec) -> str:
+        return f"node {spec.node} (through Ray)" if spec.node else "this node"
+
     def start_one(self, spec: EnvSpec, index: int, inference: UnifiedInferenceManager,
-                  trainer_alive: Callable[[], bool] = lambda: True) -> tuple[ManagedProcess, int]:
-        """Start one process and wait until the API registered it; (process, its env_id)."""
+                  trainer_alive: Callable[[], bool] = lambda: True) -> tuple[ManagedProcess | NodeProcess, int]:
+        """Start one process (on its node) and wait until the API registered it; (process, its env_id)."""
         label = f"env_{spec.name}_{index}"
+        policy_url = inference.endpoint["base_url"] if inference.endpoint else None
+        if spec.node and policy_url and is_loopback(urlsplit(policy_url).hostname or ""):
+            raise EnvironmentStartError(
+                f"{label} runs on node {spec.node} but the policy server is advertised at {policy_url}, a loopback "
+                f"address: set trainer.atropos_inference.host=0.0.0.0 (or the node's address)")
         # No proxy between an environment and run-api or the policy server (net/direct_http.py).
-        direct = no_proxy_env({**os.environ, **self.env_vars},
-                              [self.api_url, *([inference.endpoint["base_url"]] if inference.endpoint else [])])
-        process = ManagedProcess(label, self.command(spec, inference), log_path=self.log_dir / f"{label}.log",
-                                 env={**self.env_vars, **direct})
+        direct = no_proxy_env({**os.environ, **self.env_vars}, [self.api_url, *([policy_url] if policy_url else [])])
+        command, log_path = self.command(spec, inference), self.log_dir / f"{label}.log"
+        if spec.node:
+            process = NodeProcess(label, command, node=spec.node, node_id=self.node_ids[spec.node], log_path=log_path,
+                                  env={**self.env_vars, **direct})
+        else:
+            process = ManagedProcess(label, command, log_path=log_path, env={**self.env_vars, **direct})
         self.processes.append((spec, process))  # owned before it exists: a signal during start finds it
         process.start()
         env_id = len(self.names)
         deadline = time.monotonic() + spec.registration_timeout
         while not registered(self.api_url, env_id, self.api_headers):
             if not process.running():
-                raise EnvironmentStartError(f"{label} exited with code {process.process.returncode} before registering "
-                                            f"(log: {process.log_path})")
+                raise EnvironmentStartError(f"{label} exited with code {process.returncode} before registering "
+                                            f"(log on {self.where(spec)}: {process.log_path})")
             if not trainer_alive():
                 raise EnvironmentStartError(f"the trainer exited while {label} was registering")
             if time.monotonic() > deadline:
                 raise EnvironmentStartError(f"{label} did not register with {self.api_url} within "
-                                            f"{spec.registration_timeout:.0f}s (log: {process.log_path})")
+                                            f"{spec.registration_timeout:.0f}s (log on {self.where(spec)}: "
+                                            f"{process.log_path})")
             time.sleep(0.5)
         self.names[env_id] = spec.name
-        logger.info("%s registered as env_id %d (pid %d)", label, env_id, process.pid)
+        logger.info("%s registered as env_id %d: pid %d on %s, told run-api %s and the policy server %s", label,
+                    env_id, process.pid, self.where(spec), self.api_url, policy_url)
         return process, env_id
 
     def _write_names(self) -> None:
@@ -223,8 +257,13 @@ class AtroposEnvironmentManager:
             process.track_children()
 
     def stop_all(self, timeout: float) -> None:
-        """Stop every environment process at once, within `timeout` in all."""
-        stop_processes([process for _, process in self.processes], timeout)
+        """Stop every environment process, on this node and on others at once, within `timeout` in all."""
+        remote = [process for _, process in self.processes if isinstance(process, NodeProcess)]
+        local = [process for _, process in self.processes if isinstance(process, ManagedProcess)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            remote_stopped = pool.submit(stop_node_processes, remote, timeout)
+            stop_processes(local, timeout)
+            remote_stopped.result()
 
     def measured_shares(self, step_metrics: Iterable[Mapping[str, float]]) -> dict[str, float]:
         """Share of trained sequences per environment name over the run (sequence-weighted)."""

@@ -13,6 +13,7 @@ started, by pid and create time, or a descendant we tracked still lives in it), 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psutil
+
+from recipe.atropos.parent_death import signal_on_parent_death
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +84,12 @@ class ManagedProcess:
         log_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         self.name = name
+        # SIGTERM when the starting process dies, even by SIGKILL (for processes started by a Ray actor,
+        # which Ray kills with the launcher that owns it: see node_processes.py).
+        self.die_with_parent = die_with_parent
         self.command = list(command)
         self.log_path = log_path
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -95,13 +102,19 @@ class ManagedProcess:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once it exited (None while it runs or before it started)."""
+        return self.process.poll() if self.process else None
+
     def start(self) -> ManagedProcess:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             with _signals_deferred():
+                tie = functools.partial(signal_on_parent_death, signal.SIGTERM, os.getpid()) if self.die_with_parent else None
                 self.process = subprocess.Popen(
                     self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
-                    cwd=self.cwd)
+                    cwd=self.cwd, preexec_fn=tie)
                 with contextlib.suppress(psutil.Error):  # not reaped yet (a zombie at worst): it is there
                     self._leader = psutil.Process(self.process.pid)
         finally:

@@ -37,7 +37,7 @@ import requests
 from tqdm import tqdm
 
 from recipe.atropos.auth.bind_check import check_bind
-from recipe.atropos.auth.ray_auth import ray_token_auth_env
+from recipe.atropos.auth.ray_auth import enable_ray_token_auth, ray_token_auth_env
 from recipe.atropos.auth.run_token import TOKEN_ENV, auth_headers, make_run_token, run_token, write_token_file
 from recipe.atropos.launcher.api_process import RunApiProcess
 from recipe.atropos.launcher.env_activity import EnvActivityMonitor
@@ -46,6 +46,7 @@ from recipe.atropos.launcher.inference_manager import InferenceNotReadyError, Un
 from recipe.atropos.launcher.config import LauncherConfig, load_launcher_config
 from recipe.atropos.launcher.managed_process import ManagedProcess, defer_if_starting, stop_processes
 from recipe.atropos.net import direct_http
+from recipe.atropos.net.addresses import node_address
 
 logger = logging.getLogger("atropos_launcher")
 
@@ -115,6 +116,7 @@ class ServicesLauncher:
             env_vars={**config.process_env, **self.token_env}, total_workers=config.total_workers,
             enforce_mix=config.enforce_mix, api_headers=auth_headers(self.token))
         self.trainer: ManagedProcess | None = None
+        self.joined_ray = False  # only when an environment runs on another node (join_ray)
         self.activity = EnvActivityMonitor(self.api.url, config.silent_env_warning_s, auth_headers(self.token))
         self.env_warnings: list[str] = []
 
@@ -136,8 +138,36 @@ class ServicesLauncher:
         return [p for p in started if p.process is not None]
 
     def start(self) -> None:
+        if any(spec.node for spec in self.config.environments):
+            self.join_ray()
         self.start_trainer()
         self.environments.start_all(self.inference, trainer_alive=self.trainer.running)
+        for line in self.placement():
+            print(f"[launcher] {line}", flush=True)
+
+    def join_ray(self) -> None:
+        """Join the run's Ray cluster (`ray_init`), to start environments on the nodes they name."""
+        import ray
+
+        if self.token:
+            enable_ray_token_auth(self.token, "require_token")
+        logger.info("joining the Ray cluster (ray_init=%s) to start environments on other nodes", self.config.ray_init)
+        ray.init(**{"log_to_driver": False, **self.config.ray_init})
+        self.joined_ray = True
+        self.environments.resolve_nodes()
+
+    def placement(self) -> list[str]:
+        """Where each process runs and which addresses it was handed (printed once everything is up)."""
+        here = node_address()
+        lines = [f"this node: {here}", f"run-api: pid {self.api.pid} on this node, advertised at {self.api.url}"]
+        if self.trainer is not None:
+            policy = self.inference.endpoint["base_url"] if self.inference.endpoint else "?"
+            lines.append(f"trainer: pid {self.trainer.pid} on this node (its task runner pinned here; verl's workers "
+                         f"wherever Ray places them), policy server advertised at {policy}")
+        for slot in self.environments.slots:
+            lines.append(f"{slot.label}: env_id {slot.env_id}, pid {slot.process.pid} on "
+                         f"{self.environments.where(slot.spec)}, log {slot.process.log_path}")
+        return lines
 
     def start_trainer(self) -> dict:
         """run-api, then the trainer; returns its policy server's endpoint record once it answers."""
@@ -191,7 +221,7 @@ class ServicesLauncher:
                     bar.write(self._status_line(len(steps), total))
         finally:
             bar.close()
-        return self.trainer.process.returncode
+        return self.trainer.returncode
 
     def _status_line(self, steps: int, total: int | None) -> str:
         try:
@@ -210,6 +240,10 @@ class ServicesLauncher:
         self.environments.stop_all(max(0.0, deadline - time.monotonic()))
         stop_processes([self.trainer] if self.trainer is not None else [], max(0.0, deadline - time.monotonic()))
         stop_processes([self.api], max(0.0, deadline - time.monotonic()))
+        if self.joined_ray:
+            import ray
+
+            ray.shutdown()
         return sorted({pid for p in self._processes() for pid in p.alive_pids()})
 
     def started_pids(self) -> list[int]:
@@ -245,7 +279,7 @@ def run_services(config: LauncherConfig, trainer_overrides: Sequence[str] = ()) 
     except Shutdown as exc:
         logger.warning("%s: stopping every process this launcher started", exc)
         exit_code = 130
-    except (EnvironmentStartError, InferenceNotReadyError, RuntimeError, TimeoutError) as exc:
+    except (EnvironmentStartError, InferenceNotReadyError, RuntimeError, TimeoutError, ConnectionError) as exc:
         logger.error("start-up failed: %s", exc)
         if launcher.trainer is not None:
             logger.error("trainer log: %s", launcher.trainer.log_path)

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import functools
 import json
@@ -68,6 +67,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psutil
+
+from recipe.atropos.parent_death import signal_on_parent_death
 
 # The candidate's process. Its stdout is the answer channel; everything the candidate prints goes
 # to /dev/null. Whatever the candidate does here, the verdict is the parent's.
@@ -119,16 +120,11 @@ class SandboxResult:
     returncode: int | None
 
 
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls into it
-
-
 def _prepare_child(limits: SandboxLimits, parent: int) -> None:
     """In the forked unshare process, before exec: the limits, and SIGKILL when the scoring process
     dies (its --kill-child then takes the namespace with it), so a dead scorer leaves nothing behind."""
     _limit(limits)
-    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
-        os._exit(1)  # could not tie its life to ours, or we died already
+    signal_on_parent_death(signal.SIGKILL, parent)
 
 
 def _limit(limits: SandboxLimits) -> None:

@@ -1,14 +1,18 @@
 """The loop across a Ray cluster of two nodes, each with its own network stack (helpers/two_nodes.py):
-node A (this namespace) runs the Ray head with no CPUs for work, run-api, the launcher, the
-environments and, pinned there, the trainer's task runner with its policy server; node B (a network
+node A (this namespace) runs the Ray head with no CPUs for work, run-api, the launcher, one
+environment and, pinned there, the trainer's task runner with its policy server; node B (a network
 namespace) runs a Ray worker holding the CPUs and the GPU slot, so verl's workers (FSDP actor, the
-rollout replica that generates for the environments) run there and every step's data, weights and
-generations cross between the nodes. A loopback address on B is not A: a trainer that lands on B
-with run-api on loopback stops with a message naming the address instead of training."""
+rollout replica that generates for the environments) run there, and a second environment the
+launcher starts there through Ray (`node:`), which reaches run-api and the policy server on A by their
+advertised addresses. Every step's data, weights and generations cross between the nodes. A loopback
+address on B is not A: a trainer that lands on B with run-api on loopback stops with a message naming
+the address instead of training."""
 
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from recipe.atropos.auth.ray_auth import ray_token_auth_env
 from recipe.atropos.auth.run_token import run_token, write_token_file
@@ -44,14 +48,29 @@ def cluster(tmp_path):
     assert not nodes.exists()
 
 
-def test_the_loop_trains_across_two_nodes(tmp_path, cluster):
+def launcher_config_with_an_environment_on_b(tmp_path: Path, gcs: str) -> Path:
+    """The demo's launcher YAML, its listeners open to node B (bound to every interface, advertised at
+    A's address on the pair: the host's own address would not route from B), and a second copy of the
+    `learnable` environment started on B."""
+    raw = yaml.safe_load(DEMO_CONFIG.read_text())
+    raw["run_dir"] = str(tmp_path / "run")
+    raw["api"].update(host="0.0.0.0", advertise_host=NODE_A)
+    raw["ray_init"] = {"address": gcs, "_node_ip_address": NODE_A}  # the launcher joins as node A
+    raw["environments"].append({**raw["environments"][0], "name": "learnable_on_b", "node": NODE_B})
+    path = tmp_path / "launcher.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_loop_trains_across_two_nodes(tmp_path, cluster, capsys):
     model = build_tiny_qwen2(tmp_path / "tiny")
     data = write_arithmetic_parquet(tmp_path / "train.parquet", n=16)
-    config = load_launcher_config(DEMO_CONFIG, [f"run_dir={tmp_path / 'run'}"])
+    config = load_launcher_config(launcher_config_with_an_environment_on_b(tmp_path, cluster.gcs))
     result = run_services(config, [
         f"actor_rollout_ref.model.path={model}", f"data.train_files={data}", f"data.val_files={data}",
         f"trainer.total_training_steps={STEPS}", f"trainer.default_local_dir={tmp_path / 'ckpt'}",
-        "trainer.atropos.fallback_to_grpo=false", *joining(cluster.gcs)])
+        "trainer.atropos.fallback_to_grpo=false", "trainer.atropos_inference.host=0.0.0.0",
+        f"trainer.atropos_inference.advertise_host={NODE_A}", *joining(cluster.gcs)])
     log = (result.run_dir / "logs" / "trainer.log").read_text(errors="replace")
     assert result.exit_code == 0, log[-3000:]
     steps = result.steps
@@ -65,6 +84,13 @@ def test_the_loop_trains_across_two_nodes(tmp_path, cluster):
     # Ray tags what an actor prints with its node's address when that is not the driver's node.
     assert printed_from("WorkerDict", log) == {NODE_B}, log[-3000:]  # verl's FSDP actor and rollout: on B
     assert printed_from("TaskRunner", log) == {"driver's node"}, log[-3000:]  # the trainer: on A
+    # Both environments fed every step; the second one ran on B, told A's addresses.
+    assert sorted(result.env_names.values()) == ["learnable", "learnable_on_b"]
+    assert all(s["atropos/env_share/learnable_on_b"] > 0 and s["atropos/env_share/learnable"] > 0 for s in steps)
+    printed = capsys.readouterr().out
+    assert "env_learnable_on_b_0: env_id 1, pid " in printed and f"on node {NODE_B} (through Ray)" in printed
+    assert re.search(rf"run-api: pid \d+ on this node, advertised at http://{NODE_A}:\d+", printed), printed
+    assert re.search(rf"policy server advertised at http://{NODE_A}:\d+", printed), printed
 
 
 def printed_from(actor: str, log: str) -> set[str]:

@@ -2,7 +2,8 @@
 `run-api` and the real policy server advertise this node's address as Ray sees it, never loopback (the
 old default, the host name's address, is 127.0.0.1 or 127.0.1.1 on many hosts); a loopback address
 advertised for a listener bound beyond loopback stops, naming the setting; and our own HTTP clients
-never go through a proxy named in the environment."""
+never go through a proxy named in the environment; an environment the launcher starts on another node
+is never told run-api on loopback."""
 
 import select
 import socket
@@ -13,11 +14,14 @@ from ray.util import get_node_ip_address
 from recipe.atropos.auth.bind_check import is_loopback
 from recipe.atropos.auth.run_token import run_token
 from recipe.atropos.launcher.api_process import RunApiProcess
+from recipe.atropos.launcher.config import LauncherConfigError, load_launcher_config
+from recipe.atropos.launcher.services import ServicesLauncher
 from recipe.atropos.net import direct_http
 from recipe.atropos.net.addresses import AdvertisedAddressError
 from recipe.atropos.net.direct_http import no_proxy_env
 from recipe.atropos.policy_server.service import InferenceService
 from recipe.atropos.tests.helpers.api_helpers import started_trainer, token_headers
+from recipe.atropos.tests.helpers.launcher_helpers import DEMO_CONFIG
 from recipe.atropos.tests.helpers.policy_server_helpers import serving
 
 PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -66,3 +70,12 @@ def test_our_clients_never_go_through_a_proxy_from_the_environment(run_api, monk
 def test_environments_are_told_to_bypass_proxies_for_the_runs_own_hosts():
     env = no_proxy_env({"NO_PROXY": "corp.example"}, ["http://10.0.0.5:8000", "http://10.0.0.6:41234"])
     assert env == {"NO_PROXY": "corp.example,10.0.0.5,10.0.0.6", "no_proxy": "corp.example,10.0.0.5,10.0.0.6"}
+
+
+def test_an_environment_on_another_node_with_run_api_on_loopback_stops_naming_the_settings(tmp_path, node_address):
+    on_other_node = [f"run_dir={tmp_path}", "environments.0.node=10.255.255.254"]
+    with pytest.raises(LauncherConfigError, match=r"environments\[0\]\.node=10\.255\.255\.254: run-api is advertised "
+                                                  r"at http://127\.0\.0\.1:\d+, a loopback address.*set api\.host"):
+        ServicesLauncher(load_launcher_config(DEMO_CONFIG, on_other_node))
+    launcher = ServicesLauncher(load_launcher_config(DEMO_CONFIG, [*on_other_node, "api.host=0.0.0.0"]))
+    assert launcher.api.url.startswith(f"http://{node_address}:")  # what the environment there is told
