@@ -41,13 +41,32 @@ def ray_token_auth_env(token: str, setting: str) -> dict[str, str]:
     return variables
 
 
-def enable_ray_token_auth(token: str, setting: str) -> None:
-    """Set `ray_token_auth_env` in this process's environment, before it starts or joins Ray. Ray's
-    C++ side reads the mode when `ray` is imported (verl imports it early) and caches the token the
-    first time it needs it: without a refresh, a driver would present no token, or another one, to the
-    GCS it starts with this environment. So both are refreshed here, as Ray does itself when it turns
-    token authentication on for a local cluster."""
-    os.environ.update(ray_token_auth_env(token, setting))
+def enable_ray_token_auth(token: str, setting: str) -> dict[str, str | None]:
+    """Set `ray_token_auth_env` in this process's environment, before it starts or joins Ray; returns
+    the values it replaced (for `restore_ray_auth_env`). Ray's C++ side reads the mode when `ray` is
+    imported (verl imports it early) and caches the token the first time it needs it: without a
+    refresh, a driver would present no token, or another one, to the GCS it starts with this
+    environment. So both are refreshed here, as Ray does itself when it turns token authentication on
+    for a local cluster."""
+    variables = ray_token_auth_env(token, setting)
+    replaced = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    _refresh_ray_auth()
+    return replaced
+
+
+def restore_ray_auth_env(replaced: dict[str, str | None]) -> None:
+    """Put back what `enable_ray_token_auth` replaced (a process that joined Ray for a while, and goes on:
+    the processes it starts afterwards must not inherit the run's Ray token)."""
+    for name, value in replaced.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _refresh_ray_auth()
+
+
+def _refresh_ray_auth() -> None:
     if "ray" in sys.modules:
         from ray._raylet import AuthenticationTokenLoader, Config  # the pinned Ray's (pyproject.toml)
 

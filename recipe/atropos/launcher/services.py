@@ -37,7 +37,7 @@ import requests
 from tqdm import tqdm
 
 from recipe.atropos.auth.bind_check import check_bind
-from recipe.atropos.auth.ray_auth import enable_ray_token_auth, ray_token_auth_env
+from recipe.atropos.auth.ray_auth import enable_ray_token_auth, ray_token_auth_env, restore_ray_auth_env
 from recipe.atropos.auth.run_token import TOKEN_ENV, auth_headers, make_run_token, run_token, write_token_file
 from recipe.atropos.launcher.api_process import RunApiProcess
 from recipe.atropos.launcher.env_activity import EnvActivityMonitor
@@ -117,6 +117,7 @@ class ServicesLauncher:
             enforce_mix=config.enforce_mix, api_headers=auth_headers(self.token))
         self.trainer: ManagedProcess | None = None
         self.joined_ray = False  # only when an environment runs on another node (join_ray)
+        self.replaced_ray_env: dict[str, str | None] = {}  # what join_ray changed in this process's environment
         self.activity = EnvActivityMonitor(self.api.url, config.silent_env_warning_s, auth_headers(self.token))
         self.env_warnings: list[str] = []
 
@@ -150,7 +151,7 @@ class ServicesLauncher:
         import ray
 
         if self.token:
-            enable_ray_token_auth(self.token, "require_token")
+            self.replaced_ray_env = enable_ray_token_auth(self.token, "require_token")
         logger.info("joining the Ray cluster (ray_init=%s) to start environments on other nodes", self.config.ray_init)
         ray.init(**{"log_to_driver": False, **self.config.ray_init})
         self.joined_ray = True
@@ -244,6 +245,7 @@ class ServicesLauncher:
             import ray
 
             ray.shutdown()
+            restore_ray_auth_env(self.replaced_ray_env)  # a caller that goes on (a test, a notebook) gets it back
         return sorted({pid for p in self._processes() for pid in p.alive_pids()})
 
     def started_pids(self) -> list[int]:

@@ -50,7 +50,7 @@ def test_killed_environment_is_restarted_and_its_share_recovers(tmp_path):
         while launcher.poll() is None and time.monotonic() < deadline:
             seen.update(descendants(launcher.pid))
             if killed_pid is None and len(read_step_metrics(metrics)) >= KILL_AFTER_STEP:
-                match = re.search(r"env_learnable_b_0 registered as env_id (\d+) \(pid (\d+)\)", log_path.read_text())
+                match = re.search(r"env_learnable_b_0 registered as env_id (\d+): pid (\d+)", log_path.read_text())
                 killed_pid = int(match.group(2))
                 seen.update(descendants(launcher.pid))
                 os.kill(killed_pid, signal.SIGKILL)

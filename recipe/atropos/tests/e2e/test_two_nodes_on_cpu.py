@@ -8,13 +8,14 @@ advertised addresses. Every step's data, weights and generations cross between t
 address on B is not A: a trainer that lands on B with run-api on loopback stops with a message naming
 the address instead of training."""
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from recipe.atropos.auth.ray_auth import ray_token_auth_env
+from recipe.atropos.auth.ray_auth import RAY_AUTH_MODE_ENV, RAY_AUTH_TOKEN_ENV, ray_token_auth_env
 from recipe.atropos.auth.run_token import run_token, write_token_file
 from recipe.atropos.examples.local_dataset import write_arithmetic_parquet
 from recipe.atropos.examples.tiny_model import build_tiny_qwen2
@@ -66,6 +67,7 @@ def test_the_loop_trains_across_two_nodes(tmp_path, cluster, capsys):
     model = build_tiny_qwen2(tmp_path / "tiny")
     data = write_arithmetic_parquet(tmp_path / "train.parquet", n=16)
     config = load_launcher_config(launcher_config_with_an_environment_on_b(tmp_path, cluster.gcs))
+    ray_auth_before = {name: os.environ.get(name) for name in (RAY_AUTH_MODE_ENV, RAY_AUTH_TOKEN_ENV)}
     result = run_services(config, [
         f"actor_rollout_ref.model.path={model}", f"data.train_files={data}", f"data.val_files={data}",
         f"trainer.total_training_steps={STEPS}", f"trainer.default_local_dir={tmp_path / 'ckpt'}",
@@ -87,6 +89,8 @@ def test_the_loop_trains_across_two_nodes(tmp_path, cluster, capsys):
     # Both environments fed every step; the second one ran on B, told A's addresses.
     assert sorted(result.env_names.values()) == ["learnable", "learnable_on_b"]
     assert all(s["atropos/env_share/learnable_on_b"] > 0 and s["atropos/env_share/learnable"] > 0 for s in steps)
+    # The launcher joined Ray with the run's token and gave this process its environment back.
+    assert {name: os.environ.get(name) for name in ray_auth_before} == ray_auth_before
     printed = capsys.readouterr().out
     assert "env_learnable_on_b_0: env_id 1, pid " in printed and f"on node {NODE_B} (through Ray)" in printed
     assert re.search(rf"run-api: pid \d+ on this node, advertised at http://{NODE_A}:\d+", printed), printed
