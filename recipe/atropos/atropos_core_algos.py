@@ -6,6 +6,9 @@ Per group (uid): mean and unbiased std of the sequence scores of all its rows, a
   counts in its group's statistics; only its own normalised advantage is zeroed.
 - `advantage_override_mask` with `use_advantages`: the environment's `token_level_advantages`.
 - otherwise: the GRPO advantage of the row, broadcast over `response_mask`.
+Rows marked `sft_rows` (learnt by the supervised loss in atropos_losses.py) are left out of their
+group's statistics and get advantage 0: a mixed group's other rows get what they would alone, and a
+group of only such rows has no policy-gradient term.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 from verl import DataProto
+
+from recipe.atropos.data.to_dataproto import SFT_ROWS
 
 # algorithm.adv_estimator values this rule implements; any other would train on verl's estimator
 # without the environments' advantages and zero masks, so the trainer refuses it.
@@ -78,12 +83,14 @@ class AtroposGRPOComputer:
         batch = data.batch
         response_mask = batch["response_mask"]
         rewards = batch["token_level_rewards"] if "token_level_rewards" in batch.keys() else batch["token_level_scores"]
-        row_advantage = grpo_row_advantages(
-            rewards.sum(dim=-1),
-            data.non_tensor_batch["uid"],
-            epsilon=self.epsilon,
-            norm_adv_by_std=self.norm_adv_by_std_in_grpo,
-        )
+        scores = rewards.sum(dim=-1)
+        sft = batch[SFT_ROWS].bool() if SFT_ROWS in batch.keys() else torch.zeros_like(scores, dtype=torch.bool)
+        policy_rows = ~sft
+        row_advantage = torch.zeros_like(scores)
+        if policy_rows.any():
+            row_advantage[policy_rows] = grpo_row_advantages(
+                scores[policy_rows], data.non_tensor_batch["uid"][policy_rows.numpy()],
+                epsilon=self.epsilon, norm_adv_by_std=self.norm_adv_by_std_in_grpo)
         advantages = row_advantage.unsqueeze(-1) * response_mask
         if self.use_advantages and "advantage_override_mask" in batch.keys():
             override = batch["advantage_override_mask"].bool().unsqueeze(-1)
@@ -91,6 +98,7 @@ class AtroposGRPOComputer:
             advantages = torch.where(override, env_advantages, advantages)
         if "advantage_zero_mask" in batch.keys():
             advantages = advantages.masked_fill(batch["advantage_zero_mask"].bool().unsqueeze(-1), 0.0)
+        advantages = advantages.masked_fill(sft.unsqueeze(-1), 0.0)
         batch["advantages"] = advantages
         batch["returns"] = advantages
         return data

@@ -31,11 +31,19 @@ from verl.utils.metric import reduce_metrics
 from verl.utils.tracking import Tracking
 
 from recipe.atropos.atropos_core_algos import META_USE_ADVANTAGES, check_adv_estimator, compute_step_advantage
+from recipe.atropos.atropos_losses import AtroposLossSettings, install_actor_loss, teacher_topk_on
 from recipe.atropos.data.batch_metrics import atropos_batch_metrics, rollout_logprob_gap
 from recipe.atropos.data.client_config import AtroposClientConfig
+from recipe.atropos.data.field_notices import OncePerEnvironment, left_out
 from recipe.atropos.data.row_temperature import RowTemperatureBatch
 from recipe.atropos.data.scored_group import AtroposBatch
-from recipe.atropos.data.to_dataproto import fill_missing_rollout_log_probs, scored_data_to_dataproto
+from recipe.atropos.data.to_dataproto import (
+    ENV_REF_LOG_PROB,
+    ENV_REF_LOG_PROB_PRESENT,
+    TEACHER_IDS,
+    fill_missing_rollout_log_probs,
+    scored_data_to_dataproto,
+)
 from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
 from recipe.atropos.auth.ray_auth import check_ray_token_auth
 from recipe.atropos.auth.run_token import required_run_token
@@ -94,6 +102,14 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.replica_orders_weight_loads = self.config.actor_rollout_ref.rollout.name == "hf_cpu"
         tokens = min(self.inference_config.sync_check_tokens, self.max_response_length)
         self.sync_check = WeightSyncCheck(tokens, self.inference_config.sync_check_max_gap) if tokens else None
+        self.field_notices = OncePerEnvironment()  # what is left out of a field an environment sends
+
+    def init_workers(self) -> None:
+        super().init_workers()
+        # The actor's loss: verl's PPO loss plus what the environments' fields ask for (atropos_losses.py).
+        install_actor_loss(self.actor_rollout_wg, self.config.actor_rollout_ref.actor,
+                           AtroposLossSettings(distill_loss_coef=self.atropos_config.distill_loss_coef,
+                                               sft_loss_coef=self.atropos_config.sft_loss_coef))
 
     # ------------------------------------------------------------------ the policy server for environments
     def _start_inference_service(self) -> None:
@@ -161,15 +177,39 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
     def _compute_ref_log_prob(self, batch: DataProto) -> DataProto:
         return super()._compute_ref_log_prob(RowTemperatureBatch.view(batch))
 
+    def _reference_log_probs(self, batch: DataProto, timing_raw: dict) -> DataProto:
+        """`ref_log_prob` when a reference is used: the environments' own for the rows that sent them
+        (use_env_ref_logprobs), the reference model's for the rest; no reference pass when none is left."""
+        env_ref = batch.batch.pop(ENV_REF_LOG_PROB, None) if batch.batch is not None else None
+        env_rows = batch.batch.pop(ENV_REF_LOG_PROB_PRESENT, None) if env_ref is not None else None
+        if not self.use_reference_policy:
+            return batch
+        if env_ref is not None and bool(env_rows.all()):
+            batch.batch["ref_log_prob"] = env_ref
+            return batch
+        with marked_timer("ref", timing_raw, color="olive"):
+            reference = self._compute_ref_log_prob(batch)
+        if env_ref is not None:
+            computed = reference.batch["ref_log_prob"]
+            reference.batch["ref_log_prob"] = torch.where(env_rows.bool().unsqueeze(-1), env_ref.to(computed.dtype), computed)
+        return batch.union(reference)
+
     def _update_actor(self, batch: DataProto) -> DataProto:
-        return super()._update_actor(RowTemperatureBatch.view(batch))
+        if TEACHER_IDS not in batch.batch.keys():
+            return super()._update_actor(RowTemperatureBatch.view(batch))
+        with teacher_topk_on(self.actor_rollout_wg):  # the environments' teacher: verl's top-k distillation
+            return super()._update_actor(RowTemperatureBatch.view(batch))
 
     # ------------------------------------------------------------------ where a step's batch comes from
     def _atropos_dataproto(self, batch: AtroposBatch) -> DataProto:
         data = scored_data_to_dataproto(batch.groups, pad_token_id=self.pad_token_id,
                                         max_prompt_length=self.max_prompt_length,
                                         max_response_length=self.max_response_length,
-                                        default_temperature=float(self.config.actor_rollout_ref.rollout.temperature))
+                                        default_temperature=float(self.config.actor_rollout_ref.rollout.temperature),
+                                        with_teacher=self.atropos_config.distill_loss_coef > 0,
+                                        with_sft=self.atropos_config.sft_loss_coef > 0,
+                                        with_ref_logprobs=self.atropos_config.use_env_ref_logprobs)
+        self._say_what_is_left_out(batch)
         data.meta_info[META_USE_ADVANTAGES] = self.atropos_config.use_advantages
         return data
 
@@ -201,6 +241,13 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             data = self._atropos_dataproto(atropos_batch)
         return data, {**atropos_batch_metrics(atropos_batch, data, self.batch_source.step_env_names), **source_metrics}
 
+    def _say_what_is_left_out(self, batch: AtroposBatch) -> None:
+        """Once per environment: the fields its groups carry that are left out of training (field_notices.py)."""
+        for group in batch.groups:
+            name = self.batch_source.step_env_names.get(group.env_id, str(group.env_id))
+            for subject, message in left_out(group, self.atropos_config, self.use_reference_policy):
+                self.field_notices.say(name, subject, message)
+
     # ------------------------------------------------------------------ the step
     def _train_on_batch(self, batch: DataProto, metrics: dict, timing_raw: dict) -> DataProto:
         """verl's GRPO update on a ready batch (prompts, responses, masks, token_level_scores, uid)."""
@@ -224,9 +271,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             # Rows an environment sent without inference_logprobs: their rollout log-probs are the
             # recomputed ones, so the rollout correction leaves exactly those rows alone.
             fill_missing_rollout_log_probs(batch)
-        if self.use_reference_policy:
-            with marked_timer("ref", timing_raw, color="olive"):
-                batch = batch.union(self._compute_ref_log_prob(batch))
+        batch = self._reference_log_probs(batch, timing_raw)
 
         with marked_timer("adv", timing_raw, color="brown"):
             if self.config.algorithm.use_kl_in_reward:

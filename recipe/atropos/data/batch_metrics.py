@@ -15,7 +15,10 @@ from recipe.atropos.data.to_dataproto import (
     META_TRUNCATED_PROMPTS,
     META_TRUNCATED_RESPONSES,
     ROLLOUT_LOG_PROBS_PRESENT,
+    SFT_ROWS,
+    TEACHER_TOKEN_MASK,
 )
+from recipe.atropos.data.sampling_params import truncating_parameters
 from recipe.atropos.data.scored_group import AtroposBatch
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,15 @@ def atropos_batch_metrics(batch: AtroposBatch, data: DataProto, env_names: dict[
         "atropos/sampling_temperature_min": float(data.batch["temperature"].min()),
         "atropos/sampling_temperature_max": float(data.batch["temperature"].max()),
         "atropos/rows_at_default_temperature": float(data.meta_info.get(META_DEFAULT_TEMPERATURE_ROWS, rows)),
+        # Rows whose group sent a teacher's top-k (distilled unless trainer.atropos.distill_loss_coef=0),
+        # and the response tokens that carry it into the distillation loss.
+        "atropos/distill_rows": float(sum(g.size for g in groups if g.teacher is not None)),
+        "atropos/distill_tokens": float(data.batch[TEACHER_TOKEN_MASK].sum()) if TEACHER_TOKEN_MASK in data.batch.keys()
+        else 0.0,
+        # Rows learnt by the supervised loss instead of GRPO (overrides sft; 0 with sft_loss_coef=0).
+        "atropos/sft_rows": float(data.batch[SFT_ROWS].sum()) if SFT_ROWS in data.batch.keys() else 0.0,
+        # Rows sampled with top_p / top_k / min_p, which the log-prob recomputation does not apply.
+        "atropos/rows_with_truncated_sampling": float(sum(truncating_parameters(g)[1] for g in groups)),
     }
     for field, count in collections.Counter(bad.metric_key for bad in batch.invalid).items():
         metrics[f"atropos/invalid/{field}"] = float(count)

@@ -36,6 +36,11 @@ class _NeedsSlowPath(Exception):
     """The fast reader cannot read this group exactly; the dict path will say what is wrong."""
 
 
+# Fields this reader leaves to the dict path: the teacher's [sequence][position][k] lists (as_buffer would
+# flatten away their shape) and images (refused there, naming the field).
+SLOW_PATH_FIELDS = ("distill_token_ids", "distill_logprobs", "images")
+
+
 def _ragged(element: simdjson.Object, field: str, of_type: str, dtype: type) -> RaggedField | None:
     """A list-of-lists field as (flat values, row lengths); None when absent, null or []."""
     value = element.get(field)
@@ -64,6 +69,10 @@ def _python(value: Any) -> Any:
 
 def _read_group(element: simdjson.Object, index: int, limits: Mapping[str, int | None]) -> ScoredGroup:
     env_id = element.get("env_id")
+    for field in SLOW_PATH_FIELDS:
+        value = element.get(field)
+        if value is not None and not (isinstance(value, simdjson.Array) and len(value) == 0):
+            raise _NeedsSlowPath
     tokens = _ragged(element, "tokens", "i", np.int64)
     masks = _ragged(element, "masks", "i", np.int64)
     scores_value = element.get("scores")

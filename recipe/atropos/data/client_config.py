@@ -20,6 +20,9 @@ class AtroposClientConfig:
     api_url: str
     require_token: bool
     use_advantages: bool
+    distill_loss_coef: float
+    sft_loss_coef: float
+    use_env_ref_logprobs: bool
     fallback_to_grpo: bool
     fallback_before_api_reached: bool
     retry_attempts: int
@@ -59,6 +62,10 @@ class AtroposClientConfig:
         for name in ("retry_delay", "timeout", "batch_read_timeout", "max_wait_time", "poll_interval", "max_poll_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"trainer.atropos.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("distill_loss_coef", "sft_loss_coef"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                raise ValueError(f"trainer.atropos.{name} must be a number >= 0 (0: the field is ignored), "
+                                 f"got {getattr(self, name)}")
         if self.max_unusable_batches < 1:
             raise ValueError(f"trainer.atropos.max_unusable_batches must be >= 1, got {self.max_unusable_batches}")
         if self.max_policy_lag is not None and self.max_policy_lag < 0:

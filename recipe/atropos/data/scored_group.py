@@ -18,6 +18,7 @@ import numpy as np
 
 from recipe.atropos.data.errors import InvalidGroupError
 from recipe.atropos.data.row_temperature import sampling_temperatures
+from recipe.atropos.data.teacher_topk import IDS_FIELD, LOGPROBS_FIELD, TeacherTopK, read_teacher_topk
 
 PROMPT_LABEL = -100  # Atropos masks: -100 on prompt positions, the token id on completion positions.
 
@@ -47,6 +48,9 @@ class ScoredGroup:
     overrides: list[dict] | None = None
     group_overrides: dict | None = None
     generation_params: dict | None = None
+    ref_logprobs: np.ndarray | None = None  # float32 (sum(lengths),): the environment's reference log-probs
+    teacher: TeacherTopK | None = None  # distill_token_ids / distill_logprobs at the completion tokens
+    sft_rows: np.ndarray | None = None  # bool (n,): overrides[i]["sft"] or group_overrides["sft"]; None: none
 
     @property
     def size(self) -> int:
@@ -67,10 +71,12 @@ class ScoredGroup:
             # Not a ScoredData field: how the journal tells this group from an equal one.
             "trainer_uid": self.uid,
         }
-        for field in ("advantages", "inference_logprobs"):
+        for field in PER_TOKEN_FLOAT_FIELDS:
             values = getattr(self, field)
             if values is not None:
                 data[field] = self.split(values)
+        if self.teacher is not None:
+            data[IDS_FIELD], data[LOGPROBS_FIELD] = self.teacher.rows(self.lengths, self.masks != PROMPT_LABEL)
         if self.overrides is not None:
             data["overrides"] = self.overrides
         for field in ("group_overrides", "generation_params"):
@@ -272,6 +278,8 @@ def validate_group(
         overrides=_optional(raw, "overrides"),
         group_overrides=raw.get("group_overrides"),
         generation_params=raw.get("generation_params"),
+        distill=(_optional(raw, IDS_FIELD), _optional(raw, LOGPROBS_FIELD)),
+        images=_optional(raw, "images"),
         vocab_size=vocab_size,
         max_token_len=max_token_len,
         max_prompt_len=max_prompt_len,
@@ -280,7 +288,7 @@ def validate_group(
     )
 
 
-PER_TOKEN_FLOAT_FIELDS = ("advantages", "inference_logprobs")
+PER_TOKEN_FLOAT_FIELDS = ("advantages", "inference_logprobs", "ref_logprobs")
 
 
 def check_group(
@@ -299,6 +307,8 @@ def check_group(
     max_prompt_len: int | None = None,
     max_response_len: int | None = None,
     uid: str | None = None,
+    distill: tuple[Any, Any] = (None, None),
+    images: Any = None,
 ) -> ScoredGroup:
     """Every invariant the conversion and the advantage rule rely on, on a group already read into
     flat arrays (by `validate_group` from Python objects, or by batch_payload.py from the bytes)."""
@@ -306,6 +316,9 @@ def check_group(
     n = lengths.shape[0]
     if n == 0:
         raise InvalidGroupError(group_index, env_id, "tokens", "the group is empty (no sequences)")
+    if images is not None:
+        raise InvalidGroupError(group_index, env_id, "images", "groups with images are not trained: this recipe has "
+                                                                "no vision-language path yet", category="images")
     empty = np.flatnonzero(lengths == 0)
     if empty.size:
         raise InvalidGroupError(group_index, env_id, "tokens", f"tokens[{int(empty[0])}] is empty")
@@ -358,7 +371,11 @@ def check_group(
         _check_finite(group_index, env_id, field, values)
         checked[field] = values.astype(np.float32)
 
+    teacher = read_teacher_topk(group_index, env_id, *distill, lengths=lengths, is_completion=is_completion,
+                                vocab_size=vocab_size)
+
     zero_advantage = np.zeros(n, dtype=bool)
+    sft_rows = np.zeros(n, dtype=bool)
     if overrides is not None:
         if not isinstance(overrides, list) or len(overrides) != n:
             raise InvalidGroupError(group_index, env_id, "overrides", f"must be a list of {n} objects (one per sequence)")
@@ -366,9 +383,12 @@ def check_group(
             if item is not None and not isinstance(item, dict):
                 raise InvalidGroupError(group_index, env_id, "overrides", f"overrides[{i}] must be an object or null")
             zero_advantage[i] = bool(item and item.get("set_advantage_to_zero", False))
+            sft_rows[i] = bool(item and item.get("sft", False))
     for field, value in (("group_overrides", group_overrides), ("generation_params", generation_params)):
         if value is not None and not isinstance(value, dict):
             raise InvalidGroupError(group_index, env_id, field, "must be an object")
+    if group_overrides and group_overrides.get("sft", False):
+        sft_rows[:] = True
     temperatures = sampling_temperatures(n, overrides, generation_params, group_overrides,
                                          group_index=group_index, env_id=env_id)
     if env_id is not None and (not isinstance(env_id, int) or isinstance(env_id, bool)):
@@ -389,4 +409,7 @@ def check_group(
         overrides=overrides,
         group_overrides=group_overrides,
         generation_params=generation_params,
+        ref_logprobs=checked["ref_logprobs"],
+        teacher=teacher,
+        sft_rows=sft_rows if sft_rows.any() else None,
     )

@@ -26,6 +26,18 @@ META_MISSING_LOGPROBS = "atropos_rows_without_inference_logprobs"
 META_DEFAULT_TEMPERATURE_ROWS = "atropos_rows_at_default_temperature"
 # Per row: whether `rollout_log_probs` holds the environment's inference logprobs for it.
 ROLLOUT_LOG_PROBS_PRESENT = "rollout_log_probs_present"
+# The environment's teacher (teacher_topk.py) under the keys verl's top-k distillation reads:
+# (rows, prompt + response, k), entry j the teacher's top-k for token j + 1 (as the logits at j predict
+# it); and (rows, response) 1 where a response token has the teacher's top-k (the loss counts only those).
+TEACHER_IDS, TEACHER_LOGPROBS, TEACHER_TOKEN_MASK = "teacher_ids", "teacher_logprobs", "teacher_token_mask"
+# Log-prob of the entries a position without teacher data (or with fewer than k) holds: exp() is 0 in
+# float32, so they add nothing to the forward KL (-inf would make 0 * inf = NaN).
+NO_TEACHER_LOGPROB = -1.0e4
+# Per row: learnt by a supervised loss (overrides[i]["sft"] or group_overrides["sft"]), not by GRPO.
+SFT_ROWS = "sft_rows"
+# The environment's reference log-probs (ScoredData.ref_logprobs) at the response positions, and per row
+# whether it sent them: they stand in for the reference model's pass for those rows.
+ENV_REF_LOG_PROB, ENV_REF_LOG_PROB_PRESENT = "env_ref_log_prob", "env_ref_log_prob_present"
 
 
 def _concat_optional(groups: Sequence[ScoredGroup], field: str, dtype: type) -> tuple[np.ndarray | None, np.ndarray]:
@@ -44,6 +56,9 @@ def scored_data_to_dataproto(
     max_prompt_length: int,
     max_response_length: int,
     default_temperature: float = 1.0,
+    with_teacher: bool = True,
+    with_sft: bool = True,
+    with_ref_logprobs: bool = False,
 ) -> DataProto:
     """Build verl's training batch from validated groups (see the module docstring for the layout).
 
@@ -52,6 +67,9 @@ def scored_data_to_dataproto(
     gives them the recomputed log-probs (so verl's rollout correction leaves them alone).
     `temperature` holds each row's sampling temperature: what its group states
     (row_temperature.sampling_temperatures), else `default_temperature` (the rollout's).
+    With `with_teacher`, groups that carry a teacher's top-k fill `TEACHER_*` (see there); with `with_sft`,
+    `SFT_ROWS` marks the rows to learn by supervised loss when any group has them; with
+    `with_ref_logprobs`, `ENV_REF_LOG_PROB[_PRESENT]` hold the environments' reference log-probs.
     """
     if not groups:
         raise ValueError("scored_data_to_dataproto needs at least one group")
@@ -123,6 +141,22 @@ def scored_data_to_dataproto(
         rollout_log_probs.ravel()[response_index] = logprobs[in_response]
         tensors["rollout_log_probs"] = torch.from_numpy(rollout_log_probs)
 
+    if with_ref_logprobs:
+        ref_logprobs, ref_rows = _concat_optional(groups, "ref_logprobs", np.float32)
+        if ref_logprobs is not None:
+            env_ref = np.zeros((n_rows, max_response_length), dtype=np.float32)
+            env_ref.ravel()[response_index] = ref_logprobs[in_response]
+            tensors[ENV_REF_LOG_PROB], tensors[ENV_REF_LOG_PROB_PRESENT] = torch.from_numpy(env_ref), torch.from_numpy(ref_rows)
+    if with_sft and any(g.sft_rows is not None for g in groups):
+        tensors[SFT_ROWS] = torch.from_numpy(np.concatenate(
+            [g.sft_rows if g.sft_rows is not None else np.zeros(g.size, dtype=bool) for g in groups]))
+    if with_teacher and any(g.teacher is not None for g in groups):
+        shifted = in_response & (relative + max_prompt_length >= 1)  # the logits one position earlier exist
+        tensors.update(_teacher_tensors(groups, shifted, row_of_token[shifted] * width + relative[shifted]
+                                        + max_prompt_length - 1, response_index_of=row_of_token[shifted]
+                                        * max_response_length + relative[shifted], n_rows=n_rows, width=width,
+                                        max_response_length=max_response_length))
+
     uids = np.repeat(np.array([g.uid for g in groups], dtype=object), [g.size for g in groups])
     env_ids = np.repeat(np.array([g.env_id for g in groups], dtype=object), [g.size for g in groups])
     meta_info = {
@@ -136,6 +170,38 @@ def scored_data_to_dataproto(
         non_tensors={"uid": uids, "atropos_env_id": env_ids},
         meta_info=meta_info,
     )
+
+
+def _teacher_tensors(groups: Sequence[ScoredGroup], shifted: np.ndarray, grid_index: np.ndarray, *,
+                     response_index_of: np.ndarray, n_rows: int, width: int,
+                     max_response_length: int) -> dict[str, torch.Tensor]:
+    """The teacher's top-k of the batch's response tokens selected by `shifted` (flat token mask), placed at
+    `grid_index` (one position before each token) of (rows, width, k); k is the largest of the groups'."""
+    k = max(g.teacher.k for g in groups if g.teacher is not None)
+    n_tokens = int(shifted.shape[0])
+    ids = np.zeros((n_tokens, k), dtype=np.int64)
+    logprobs = np.full((n_tokens, k), NO_TEACHER_LOGPROB, dtype=np.float32)
+    has_teacher = np.zeros(n_tokens, dtype=bool)
+    offset = 0
+    for group in groups:
+        if group.teacher is not None:
+            completion = offset + np.flatnonzero(group.masks != PROMPT_LABEL)
+            ids[completion, : group.teacher.k] = group.teacher.ids
+            logprobs[completion, : group.teacher.k] = group.teacher.logprobs
+            has_teacher[completion] = True
+        offset += group.tokens.shape[0]
+    placed = has_teacher[shifted]
+    teacher_ids = np.zeros((n_rows * width, k), dtype=np.int64)
+    teacher_logprobs = np.full((n_rows * width, k), NO_TEACHER_LOGPROB, dtype=np.float32)
+    teacher_ids[grid_index[placed]] = ids[shifted][placed]
+    teacher_logprobs[grid_index[placed]] = logprobs[shifted][placed]
+    token_mask = np.zeros(n_rows * max_response_length, dtype=np.int64)
+    token_mask[response_index_of[placed]] = 1
+    return {
+        TEACHER_IDS: torch.from_numpy(teacher_ids.reshape(n_rows, width, k)),
+        TEACHER_LOGPROBS: torch.from_numpy(teacher_logprobs.reshape(n_rows, width, k)),
+        TEACHER_TOKEN_MASK: torch.from_numpy(token_mask.reshape(n_rows, max_response_length)),
+    }
 
 
 def fill_missing_rollout_log_probs(data: DataProto) -> None:

@@ -11,6 +11,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from recipe.atropos.auth.run_token import ensure_run_token
@@ -50,11 +51,11 @@ def trainer_command(model: Path, data: Path, api_url: str, workdir: Path, steps:
     ]
 
 
-def env_command(model: Path, api_url: str, group_size: int) -> list[str]:
+def env_command(model: Path, api_url: str, group_size: int, extra: Sequence[str] = ()) -> list[str]:
     return [
         sys.executable, "-m", "recipe.atropos.envs.run_env", "recipe.atropos.envs.scripted_env", "serve",
         "--env.rollout_server_url", api_url, "--env.tokenizer_name", str(model),
-        "--env.group_size", str(group_size), "--env.use_wandb", "false", "--slurm", "false",
+        "--env.group_size", str(group_size), "--env.use_wandb", "false", "--slurm", "false", *extra,
     ]
 
 
@@ -70,8 +71,9 @@ def trainer_process(model: Path, data: Path, api_url: str, workdir: Path, steps:
                           log_path=workdir / log_name, env=process_env(workdir))
 
 
-def env_process(model: Path, api_url: str, workdir: Path, group_size: int = 4) -> ManagedProcess:
-    return ManagedProcess("scripted_env", env_command(model, api_url, group_size),
+def env_process(model: Path, api_url: str, workdir: Path, group_size: int = 4, extra: Sequence[str] = ()) -> ManagedProcess:
+    """The scripted environment (envs/scripted_env.py); `extra`: its --env.* settings."""
+    return ManagedProcess("scripted_env", env_command(model, api_url, group_size, extra),
                           log_path=workdir / "env.log", env=process_env(workdir))
 
 

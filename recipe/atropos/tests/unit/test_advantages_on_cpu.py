@@ -85,6 +85,26 @@ def test_zeroed_row_still_counts_in_group_statistics():
     assert torch.count_nonzero(adv[2]) == 0
 
 
+def test_a_mixed_groups_advantages_are_those_of_its_rows_not_marked_sft_alone():
+    """SFT rows leave their group's statistics and get advantage 0; a group of only SFT rows has none."""
+    rng = np.random.default_rng(3)
+    mixed = make_group(rng, group_size=5)
+    mixed["scores"] = [1.0, 7.0, 0.0, -3.0, 0.5]
+    mixed["overrides"] = [{}, {"sft": True}, {}, {"sft": True}, {}]
+    alone = {key: [value[i] for i in (0, 2, 4)] for key, value in mixed.items() if isinstance(value, list)}
+    all_sft = make_group(rng, group_size=2)
+    all_sft["group_overrides"] = {"sft": True}
+
+    def advantages(*groups):
+        data = scored_data_to_dataproto([validate_group(g, i) for i, g in enumerate(groups)], pad_token_id=0,
+                                        max_prompt_length=16, max_response_length=16)
+        return AtroposGRPOComputer().compute(data).batch["advantages"]
+
+    with_sft = advantages(mixed, all_sft)
+    torch.testing.assert_close(with_sft[[0, 2, 4]], advantages(alone))
+    assert torch.count_nonzero(with_sft[[1, 3, 5, 6]]) == 0
+
+
 def test_override_rows_keep_environment_values_and_plain_rows_get_grpo():
     rng = np.random.default_rng(2)
     with_adv = make_group(rng, group_size=2, with_advantages=True)

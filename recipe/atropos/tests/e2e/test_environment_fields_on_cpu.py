@@ -1,0 +1,84 @@
+"""What an environment asks to be learnt besides rewards, through the real run-api and the scripted
+BaseEnv, on the tiny model: every other group carries a teacher's top-2 at each completion token
+with 0.98 of its mass on " no" (on-policy distillation); the groups between hold demonstration rows,
+" ok" repeated, marked `overrides[i]["sft"]`. A few steps raise the student's log-probability of
+" no" and of " ok" after any context; the same run without those fields (a control) does not.
+Batches mix groups with and without teacher data, and both train. Reference log-probs the
+environment sends replace the reference model's pass when `use_env_ref_logprobs` is on, and are
+ignored, said once, when it is off."""
+
+from transformers import AutoTokenizer
+
+from recipe.atropos.examples.local_dataset import write_arithmetic_parquet
+from recipe.atropos.examples.smoke_cpu import env_process, read_steps, run_to_end, trainer_process
+from recipe.atropos.launcher.api_process import RunApiProcess
+from recipe.atropos.tests.helpers.student_probe import load_student, mean_logprob_of, probe_contexts
+
+STEPS = 4
+TAUGHT, DEMONSTRATED = " no", " ok"
+TRAINER_S = 600
+
+
+def run(workdir, model, env: list[str], trainer_overrides: list[str], steps: int = STEPS) -> list[dict]:
+    """`steps` steps on the scripted environment with its `env` settings; the steps' metrics."""
+    workdir.mkdir()
+    data = write_arithmetic_parquet(workdir / "train.parquet", n=16)
+    with RunApiProcess(log_path=workdir / "run-api.log") as api, env_process(model, api.url, workdir, extra=env):
+        code = run_to_end(trainer_process(model, data, api.url, workdir, steps, trainer_overrides), timeout=TRAINER_S)
+    assert code == 0, (workdir / "trainer.log").read_text(errors="replace")[-3000:]
+    records = [r["data"] for r in read_steps(workdir / "metrics.jsonl") if "training/global_step" in r["data"]]
+    assert len(records) == steps and all(s["atropos/from_atropos"] == 1.0 for s in records)
+    return records
+
+
+def run_learning(workdir, model, *, fields: bool) -> list[dict]:
+    """STEPS steps with the teacher and the demonstrations, or without them; a checkpoint at the end."""
+    env = ["--env.advantages_every", "0", "--env.teacher_token_text", TAUGHT, "--env.sft_token_text", DEMONSTRATED,
+           "--env.teacher_every", "2" if fields else "0", "--env.sft_every", "1" if fields else "0"]
+    return run(workdir, model, env, [f"trainer.save_freq={STEPS}", "actor_rollout_ref.actor.optim.lr=1e-2",
+                                     "actor_rollout_ref.actor.optim.weight_decay=0.0"])
+
+
+def gains(workdir, model) -> dict[str, float]:
+    """Change of the student's mean log-probability of each token over fixed contexts, start to end."""
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    contexts = probe_contexts(vocab_top=20_000)
+    before, after = load_student(model), load_student(model, workdir / "checkpoints" / f"global_step_{STEPS}")
+    out = {}
+    for text in (TAUGHT, DEMONSTRATED):
+        token = tokenizer.encode(text, add_special_tokens=False)[0]
+        out[text] = mean_logprob_of(after, token, contexts) - mean_logprob_of(before, token, contexts)
+    return out
+
+
+def test_a_teacher_and_demonstrations_from_the_environment_are_learnt(tmp_path, tiny_model_dir):
+    steps = run_learning(tmp_path / "with_fields", tiny_model_dir, fields=True)
+    assert all(s["atropos/distill_rows"] + s["atropos/sft_rows"] * 2 == 8 for s in steps)  # 2 groups of 4 rows
+    assert any(0 < s["atropos/distill_rows"] < 8 for s in steps)  # a batch mixing teacher and plain groups
+    assert all(s["actor/distill/loss"] > 0 for s in steps if s["atropos/distill_rows"])
+    assert all(s["actor/sft/nll"] > 0 for s in steps if s["atropos/sft_rows"])
+    learnt = gains(tmp_path / "with_fields", tiny_model_dir)
+
+    control_steps = run_learning(tmp_path / "control", tiny_model_dir, fields=False)
+    assert all(s["atropos/distill_rows"] == 0 and s["atropos/sft_rows"] == 0 for s in control_steps)
+    assert not any(key.startswith(("actor/distill/", "actor/sft/")) for s in control_steps for key in s)
+    control = gains(tmp_path / "control", tiny_model_dir)
+    print(f"log-prob gains after {STEPS} steps: with the fields {learnt}, control {control}; student mass on the "
+          f"teacher's top-2 by step: {[s.get('actor/distill/student_mass') for s in steps]}")
+    for text in (TAUGHT, DEMONSTRATED):
+        assert learnt[text] > 1.0, (text, learnt, control)
+        assert control[text] < learnt[text] / 5, (text, learnt, control)
+
+
+def test_reference_log_probs_from_the_environment_replace_the_reference_pass(tmp_path, tiny_model_dir):
+    """Every row carries ref_logprobs of 0 (a made-up reference, far from the random model): with
+    use_env_ref_logprobs the KL loss compares against them from step 1 and no reference pass runs;
+    without it the reference model's pass runs and, at step 1, the policy is the reference (KL 0)."""
+    env = ["--env.advantages_every", "0", "--env.ref_logprob_value", "0.0"]
+    kl = ["actor_rollout_ref.actor.use_kl_loss=true"]
+    used = run(tmp_path / "used", tiny_model_dir, env, [*kl, "trainer.atropos.use_env_ref_logprobs=true"], steps=1)
+    ignored = run(tmp_path / "ignored", tiny_model_dir, env, kl, steps=2)
+    assert "timing_s/ref" not in used[0] and used[0]["actor/kl_loss"] > 1.0
+    assert "timing_s/ref" in ignored[0] and abs(ignored[0]["actor/kl_loss"]) < 1e-4
+    log = (tmp_path / "ignored" / "trainer.log").read_text(errors="replace")
+    assert log.count("sends ref_logprobs, ignored: trainer.atropos.use_env_ref_logprobs=false") == 1
