@@ -44,6 +44,7 @@ from recipe.atropos.data.to_dataproto import (
     fill_missing_rollout_log_probs,
     scored_data_to_dataproto,
 )
+from recipe.atropos.data.trained_samples import TrainedSampleLog, sample_records
 from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
 from recipe.atropos.auth.ray_auth import check_ray_token_auth
 from recipe.atropos.auth.run_token import required_run_token
@@ -52,6 +53,7 @@ from recipe.atropos.policy_server.settings import InferenceConfig
 from recipe.atropos.policy_server.sync_check import WeightSyncCheck, probe_group
 from recipe.atropos.source.batch_journal import RunIdentity, check_checkpoints_are_synchronous
 from recipe.atropos.source.batch_source import AtroposBatchSource, AtroposStopError, Registration
+from recipe.atropos.source.policy_lag import group_version
 
 __all__ = ["AtroposStopError", "RayGRPOAtroposTrainer"]
 
@@ -103,6 +105,9 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         tokens = min(self.inference_config.sync_check_tokens, self.max_response_length)
         self.sync_check = WeightSyncCheck(tokens, self.inference_config.sync_check_max_gap) if tokens else None
         self.field_notices = OncePerEnvironment()  # what is left out of a field an environment sends
+        self.sample_log = TrainedSampleLog(os.path.join(str(trainer_cfg.default_local_dir), "atropos_samples.jsonl"),
+                                           list(trainer_cfg.logger))
+        self.step_groups: list = []  # the groups of the batch being trained (none for a fallback step)
 
     def init_workers(self) -> None:
         super().init_workers()
@@ -235,6 +240,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
     def _next_batch(self, local_batches: Iterator[dict], timing_raw: dict) -> tuple[DataProto, dict[str, float]]:
         with marked_timer("atropos_poll", timing_raw, color="blue"):
             atropos_batch, source_metrics = self.batch_source.next_batch(self.global_steps)
+        self.step_groups = atropos_batch.groups if atropos_batch is not None else []
         if atropos_batch is None:
             return self._generate_local_batch(local_batches, timing_raw), source_metrics
         with marked_timer("atropos_convert", timing_raw, color="blue"):
@@ -247,6 +253,14 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             name = self.batch_source.step_env_names.get(group.env_id, str(group.env_id))
             for subject, message in left_out(group, self.atropos_config, self.use_reference_policy):
                 self.field_notices.say(name, subject, message)
+
+    def _log_samples(self, batch: DataProto) -> None:
+        """A few of the step's trained groups as text (data/trained_samples.py)."""
+        shown = self.step_groups[: self.atropos_config.sample_groups_per_step]
+        if shown:
+            versions = {g.uid: group_version(g, self.batch_source.version_registry) for g in shown}
+            self.sample_log.log(sample_records(self.global_steps, shown, batch, self.tokenizer,
+                                               self.batch_source.step_env_names, versions, len(shown)))
 
     # ------------------------------------------------------------------ the step
     def _train_on_batch(self, batch: DataProto, metrics: dict, timing_raw: dict) -> DataProto:
@@ -364,6 +378,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
                     batch, source_metrics = self._next_batch(local_batches, timing_raw)
                     metrics.update(source_metrics)
                     batch = self._train_on_batch(batch, metrics, timing_raw)
+                    self._log_samples(batch)
                     test_freq = self.config.trainer.test_freq
                     if test_freq > 0 and (self.global_steps >= self.total_training_steps or self.global_steps % test_freq == 0):
                         with marked_timer("testing", timing_raw, color="green"):

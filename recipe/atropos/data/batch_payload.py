@@ -101,6 +101,7 @@ def _read_group(element: simdjson.Object, index: int, limits: Mapping[str, int |
         overrides=overrides if overrides != [] else None,
         group_overrides=_python(element.get("group_overrides")),
         generation_params=_python(element.get("generation_params")),
+        messages=_python(element.get("messages")) or None,
         **limits,
     )
 

@@ -23,6 +23,7 @@ class AtroposClientConfig:
     distill_loss_coef: float
     sft_loss_coef: float
     use_env_ref_logprobs: bool
+    sample_groups_per_step: int
     fallback_to_grpo: bool
     fallback_before_api_reached: bool
     retry_attempts: int
@@ -66,6 +67,9 @@ class AtroposClientConfig:
             if not 0 <= getattr(self, name) < float("inf"):
                 raise ValueError(f"trainer.atropos.{name} must be a number >= 0 (0: the field is ignored), "
                                  f"got {getattr(self, name)}")
+        if self.sample_groups_per_step < 0:
+            raise ValueError(f"trainer.atropos.sample_groups_per_step must be >= 0 (0: no samples), "
+                             f"got {self.sample_groups_per_step}")
         if self.max_unusable_batches < 1:
             raise ValueError(f"trainer.atropos.max_unusable_batches must be >= 1, got {self.max_unusable_batches}")
         if self.max_policy_lag is not None and self.max_policy_lag < 0:

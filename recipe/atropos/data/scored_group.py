@@ -51,6 +51,7 @@ class ScoredGroup:
     ref_logprobs: np.ndarray | None = None  # float32 (sum(lengths),): the environment's reference log-probs
     teacher: TeacherTopK | None = None  # distill_token_ids / distill_logprobs at the completion tokens
     sft_rows: np.ndarray | None = None  # bool (n,): overrides[i]["sft"] or group_overrides["sft"]; None: none
+    messages: list | None = None  # the environment's messages, one per sequence (shown in the sample table only)
 
     @property
     def size(self) -> int:
@@ -79,7 +80,7 @@ class ScoredGroup:
             data[IDS_FIELD], data[LOGPROBS_FIELD] = self.teacher.rows(self.lengths, self.masks != PROMPT_LABEL)
         if self.overrides is not None:
             data["overrides"] = self.overrides
-        for field in ("group_overrides", "generation_params"):
+        for field in ("group_overrides", "generation_params", "messages"):
             if getattr(self, field) is not None:
                 data[field] = getattr(self, field)
         return data
@@ -280,6 +281,7 @@ def validate_group(
         generation_params=raw.get("generation_params"),
         distill=(_optional(raw, IDS_FIELD), _optional(raw, LOGPROBS_FIELD)),
         images=_optional(raw, "images"),
+        messages=_optional(raw, "messages"),
         vocab_size=vocab_size,
         max_token_len=max_token_len,
         max_prompt_len=max_prompt_len,
@@ -309,6 +311,7 @@ def check_group(
     uid: str | None = None,
     distill: tuple[Any, Any] = (None, None),
     images: Any = None,
+    messages: Any = None,
 ) -> ScoredGroup:
     """Every invariant the conversion and the advantage rule rely on, on a group already read into
     flat arrays (by `validate_group` from Python objects, or by batch_payload.py from the bytes)."""
@@ -389,6 +392,8 @@ def check_group(
             raise InvalidGroupError(group_index, env_id, field, "must be an object")
     if group_overrides and group_overrides.get("sft", False):
         sft_rows[:] = True
+    if not isinstance(messages, list) or len(messages) != n:
+        messages = None  # shown in the sample table only: one conversation per sequence, else the decoded tokens
     temperatures = sampling_temperatures(n, overrides, generation_params, group_overrides,
                                          group_index=group_index, env_id=env_id)
     if env_id is not None and (not isinstance(env_id, int) or isinstance(env_id, bool)):
@@ -412,4 +417,5 @@ def check_group(
         ref_logprobs=checked["ref_logprobs"],
         teacher=teacher,
         sft_rows=sft_rows if sft_rows.any() else None,
+        messages=messages,
     )

@@ -24,6 +24,8 @@ META_TRUNCATED_PROMPTS = "atropos_truncated_prompts"
 META_TRUNCATED_RESPONSES = "atropos_truncated_responses"
 META_MISSING_LOGPROBS = "atropos_rows_without_inference_logprobs"
 META_DEFAULT_TEMPERATURE_ROWS = "atropos_rows_at_default_temperature"
+# Per row (non-tensor): its index in its group, which verl's reordering of rows does not keep.
+ROW_IN_GROUP = "atropos_row_in_group"
 # Per row: whether `rollout_log_probs` holds the environment's inference logprobs for it.
 ROLLOUT_LOG_PROBS_PRESENT = "rollout_log_probs_present"
 # The environment's teacher (teacher_topk.py) under the keys verl's top-k distillation reads:
@@ -159,6 +161,7 @@ def scored_data_to_dataproto(
 
     uids = np.repeat(np.array([g.uid for g in groups], dtype=object), [g.size for g in groups])
     env_ids = np.repeat(np.array([g.env_id for g in groups], dtype=object), [g.size for g in groups])
+    row_in_group = np.concatenate([np.arange(g.size) for g in groups])
     meta_info = {
         META_TRUNCATED_PROMPTS: int((prompt_lengths > max_prompt_length).sum()),
         META_TRUNCATED_RESPONSES: int((response_lengths > max_response_length).sum()),
@@ -167,7 +170,7 @@ def scored_data_to_dataproto(
     }
     return DataProto.from_dict(
         tensors=tensors,
-        non_tensors={"uid": uids, "atropos_env_id": env_ids},
+        non_tensors={"uid": uids, "atropos_env_id": env_ids, ROW_IN_GROUP: row_in_group},
         meta_info=meta_info,
     )
 

@@ -4,7 +4,16 @@
   post): `POST /generate` with `{"prompt": {"prompt_token_ids": [...]}, "logprobs": 0, "n", ...}`,
   answered with `text`, `finish_reasons`, `logprobs` (`[[{"<id>": logprob}], ...]` per completion),
   `prompt_token_ids`, `token_ids`; and `GET /health` (polled every second by environments).
-- OpenAI's `/v1/completions`, `/v1/chat/completions` and `/v1/models` for `--openai.server_type openai`.
+- SGLang's native `/generate` for `--openai.server_type sglang` (what `SGLangServer` posts for tokens
+  and log-probs): `{"input_ids": [...], "sampling_params": {...}, "return_logprob": true}`, answered per
+  completion with `text`, `output_ids` and `meta_info` (`output_token_logprobs` as `[logprob, id,
+  null]`, `finish_reason` as `{"type": ...}`); one object for n=1, a list otherwise. The same path as
+  the vLLM shape: a body with `input_ids` is SGLang's.
+- `trl vllm-serve`'s `POST /generate/` for `--openai.server_type trl` (under `/v1` too: that client
+  does not strip it from `--openai.base_url`): `{"prompts": [text, ...], "n", ...}`, answered with
+  `completion_ids`, every prompt's n completions in order.
+- OpenAI's `/v1/completions`, `/v1/chat/completions` and `/v1/models` for `--openai.server_type openai`
+  (and for the chat and completion calls of `sglang`).
 
 Every answer carries `policy_version` (the global step of the oldest weights that produced it);
 `/generate` also `policy_version_span`, `[oldest, newest]` per completion (they differ when weights
@@ -69,6 +78,12 @@ class RequestLimits:
             raise OverLimitError("max_tokens", f"{tokens} asked, at most {self.max_tokens} per completion "
                                  f"({self.tokens_setting})")
 
+    def check_prompts(self, prompts: int, n: int, field: str) -> None:
+        """A request with several prompts: n completions of each count against `max_n` together."""
+        if self.max_n is not None and n * prompts > self.max_n:
+            raise OverLimitError(field, f"{prompts} prompts x n={n} completions asked, at most {self.max_n} per "
+                                 f"request ({self.n_setting})")
+
 
 def _token_ids(value: Any, field: str, vocab_size: int) -> list[int]:
     if not isinstance(value, list) or not value or not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
@@ -124,11 +139,11 @@ class PolicyApi:
             return self.tokenizer.encode(prompt)
         return _token_ids(prompt, field, self.vocab_size)
 
-    def _text(self, completion: Completion) -> str:
+    def _text(self, completion: Completion, skip_special_tokens: bool = True) -> str:
         """The completion as text (the OpenAI routes' answer). An environment re-tokenises that text,
         which may give other ids than the served ones: those are recorded with the same version too,
         so the trainer can still tell which policy wrote it."""
-        text = self.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
+        text = self.tokenizer.decode(completion.token_ids, skip_special_tokens=skip_special_tokens)
         retokenised = self.tokenizer.encode(text, add_special_tokens=False)
         if retokenised != completion.token_ids:
             self.proxy.registry.record(retokenised, completion.policy_version)
@@ -150,8 +165,10 @@ class PolicyApi:
     def _token_texts(self, token_ids: list[int]) -> list[str]:
         return [self.tokenizer.decode([t]) for t in token_ids]
 
-    async def generate(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Atropos's `/generate` (vLLM api_server shape)."""
+    async def generate(self, body: Mapping[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+        """Atropos's `/generate`: SGLang's shape when the body has `input_ids`, else vLLM api_server's."""
+        if "input_ids" in body:
+            return await self.sglang_generate(body)
         prompt = body.get("prompt")
         if isinstance(prompt, Mapping):
             prompt_ids = _token_ids(prompt.get("prompt_token_ids"), "prompt.prompt_token_ids", self.vocab_size)
@@ -175,6 +192,45 @@ class PolicyApi:
                 [[{str(token): logprob}] for token, logprob in zip(c.token_ids, c.logprobs)] for c in completions
             ]
         return answer
+
+    async def sglang_generate(self, body: Mapping[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+        """SGLang's native `/generate` (module docstring)."""
+        prompt_ids = _token_ids(body.get("input_ids"), "input_ids", self.vocab_size)
+        sampling = body.get("sampling_params") or {}
+        if not isinstance(sampling, Mapping):
+            raise RequestError("sampling_params", "must be an object")
+        params, n = sampling_params(sampling, default_max_tokens=None, limits=self.limits)
+        completions = await self.proxy.generate(prompt_ids, params, n)
+        answers = [{
+            "text": self.tokenizer.decode(c.token_ids, skip_special_tokens=True),
+            "output_ids": c.token_ids,
+            "meta_info": {
+                "id": uuid.uuid4().hex,
+                "prompt_tokens": len(prompt_ids),
+                "completion_tokens": len(c.token_ids),
+                "finish_reason": {"type": c.finish_reason},
+                "output_token_logprobs": [[logprob, token, None] for token, logprob in zip(c.token_ids, c.logprobs)],
+                "policy_version": c.policy_version,
+            },
+        } for c in completions]
+        return answers[0] if n == 1 else answers
+
+    async def trl_generate(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`trl vllm-serve`'s `/generate/` (module docstring)."""
+        prompts = body.get("prompts")
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise RequestError("prompts", "must be a non-empty list of strings")
+        params, n = sampling_params(body, default_max_tokens=None, limits=self.limits)
+        self.limits.check_prompts(len(prompts), n, "prompts")
+        completion_ids: list[list[int]] = []
+        served: list[Completion] = []
+        for index, prompt in enumerate(prompts):
+            completions = await self.proxy.generate(self._prompt_ids(prompt, f"prompts[{index}]"), params, n)
+            for completion in completions:
+                self._text(completion, skip_special_tokens=False)  # the client decodes them with special tokens
+                completion_ids.append(completion.token_ids)
+            served.extend(completions)
+        return {"completion_ids": completion_ids, "policy_version": min(c.policy_version for c in served)}
 
     def _envelope(self, kind: str, choices: list[dict], prompt_tokens: int, completions: list[Completion]) -> dict[str, Any]:
         completion_tokens = sum(len(c.token_ids) for c in completions)
@@ -201,9 +257,7 @@ class PolicyApi:
             raise RequestError("prompt", "required")
         prompts = prompt if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)) else [prompt]
         params, n = sampling_params(body, default_max_tokens=16, limits=self.limits)
-        if self.limits.max_n is not None and n * len(prompts) > self.limits.max_n:
-            raise OverLimitError("prompt", f"{len(prompts)} prompts x n={n} completions asked, at most "
-                                 f"{self.limits.max_n} per request ({self.limits.n_setting})")
+        self.limits.check_prompts(len(prompts), n, "prompt")
         want_logprobs = body.get("logprobs") is not None
         choices: list[dict] = []
         served: list[Completion] = []
@@ -295,6 +349,11 @@ def build_app(api: PolicyApi) -> FastAPI:
     @app.post("/generate")
     async def generate(request: Request) -> JSONResponse:
         return await answer(api.generate, request)
+
+    @app.post("/generate/")
+    @app.post("/v1/generate/")
+    async def trl_generate(request: Request) -> JSONResponse:
+        return await answer(api.trl_generate, request)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> JSONResponse:

@@ -8,6 +8,8 @@ every environment); `apply()` refuses, loudly, on another atroposlib version.
   those ids work.
 - `server_configs`: one `APIServerConfig` from `config_init` is a one-server list, so
   `--openai.base_url` applies (atroposlib otherwise calls localhost:9004-9007).
+- `trl_credentials`: `--openai.server_type trl` sends `--openai.api_key` as a Bearer header and
+  fails on an error answer (its client sent no credentials and read error bodies as completions).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 
-from recipe.atropos.envs.atropos_compat import chat_template, server_configs
+from recipe.atropos.envs.atropos_compat import chat_template, server_configs, trl_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -36,4 +38,5 @@ def check_atroposlib_version(installed: str | None = None) -> None:
 def apply() -> dict[str, bool]:
     """Install every fix (idempotent); which ones are active."""
     check_atroposlib_version()
-    return {"chat_template": chat_template.install(), "server_configs": server_configs.install()}
+    return {"chat_template": chat_template.install(), "server_configs": server_configs.install(),
+            "trl_credentials": trl_credentials.install()}

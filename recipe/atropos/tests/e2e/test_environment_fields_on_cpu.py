@@ -7,6 +7,8 @@ Batches mix groups with and without teacher data, and both train. Reference log-
 environment sends replace the reference model's pass when `use_env_ref_logprobs` is on, and are
 ignored, said once, when it is off."""
 
+import json
+
 from transformers import AutoTokenizer
 
 from recipe.atropos.examples.local_dataset import write_arithmetic_parquet
@@ -58,6 +60,12 @@ def test_a_teacher_and_demonstrations_from_the_environment_are_learnt(tmp_path, 
     assert all(s["actor/distill/loss"] > 0 for s in steps if s["atropos/distill_rows"])
     assert all(s["actor/sft/nll"] > 0 for s in steps if s["atropos/sft_rows"])
     learnt = gains(tmp_path / "with_fields", tiny_model_dir)
+    # What was trained, as text: 2 groups a step (trainer.atropos.sample_groups_per_step), the
+    # demonstrations among them.
+    samples = [json.loads(line) for line in (tmp_path / "with_fields" / "checkpoints" / "atropos_samples.jsonl")
+               .read_text().splitlines()]
+    assert sorted({s["step"] for s in samples}) == list(range(1, STEPS + 1)) and len(samples) == STEPS * 8
+    assert any(set(s["response"].split()) == {DEMONSTRATED.strip()} for s in samples)
 
     control_steps = run_learning(tmp_path / "control", tiny_model_dir, fields=False)
     assert all(s["atropos/distill_rows"] == 0 and s["atropos/sft_rows"] == 0 for s in control_steps)

@@ -11,10 +11,14 @@ import asyncio
 import threading
 import time
 
+import aiohttp
 import pytest
 import requests
 import torch
 from transformers import AutoModelForCausalLM
+
+from recipe.atropos.auth.run_token import make_run_token
+from recipe.atropos.tests.helpers.policy_server_helpers import serving
 
 
 @pytest.fixture
@@ -45,6 +49,57 @@ def test_atropos_vllm_client_gets_tokens_logprobs_and_versions(served):
     assert served.proxy.registry.lookup(outputs[0]) == 3  # the version that produced it
     health = requests.get(f"{served.url}/health", timeout=5).json()
     assert health["accepting_requests"] is True
+
+
+def test_atropos_sglang_client_gets_tokens_and_logprobs(served):
+    """`--openai.server_type sglang`: atroposlib's own SGLangServer posts SGLang's native /generate."""
+    from atroposlib.envs.server_handling.server_baseline import APIServerConfig
+    from atroposlib.envs.server_handling.sglang_server import SGLangServer
+
+    client = SGLangServer(APIServerConfig(model_name="policy", tokenizer_name=str(served.model_dir), server_type="sglang",
+                                          base_url=f"{served.url}/v1", api_key="verl", health_check=False))
+    prompt_ids = [9707, 1879, 11, 1052]
+    for n in (1, 3):  # SGLang answers one object for n=1, a list otherwise
+        prompt, outputs, logprobs, finish = asyncio.run(client._tokens_and_logprobs_completion_wrapper(
+            model="policy", input_ids=list(prompt_ids), n=n, max_tokens=5, temperature=0.0))
+        assert prompt == prompt_ids and len(outputs) == len(logprobs) == len(finish) == n
+        assert all(1 <= len(o) <= 5 and len(o) == len(lp) for o, lp in zip(outputs, logprobs))
+        assert all(reason["type"] in ("stop", "length") for reason in finish)
+    model = AutoModelForCausalLM.from_pretrained(served.model_dir).eval()
+    with torch.no_grad():
+        full = model(torch.tensor([prompt_ids + outputs[0]])).logits[0]
+    expected = [float(torch.log_softmax(full[len(prompt_ids) - 1 + i], -1)[t]) for i, t in enumerate(outputs[0])]
+    assert logprobs[0] == pytest.approx(expected, abs=1e-4)
+    assert served.proxy.registry.lookup(outputs[0]) is not None  # its policy version is known
+
+
+def test_atropos_trl_client_gets_completions_with_the_runs_token(tiny_model_dir):
+    """`--openai.server_type trl`: atroposlib's own TrlVllmServer, with the compat fix run_env applies
+    (its sessions send `api_key` and raise on an error answer), posts `/generate/` to a policy server
+    that needs the run's token. (Unfixed, atroposlib 0.4.0 sends no credentials and reads the 401 body
+    as a completion: KeyError 'completion_ids'; another test may have installed the fix in this
+    process already, so that is not asserted here.)"""
+    from atroposlib.envs.server_handling.server_baseline import APIServerConfig
+    from atroposlib.envs.server_handling.trl_vllm_server import TrlVllmServer
+
+    from recipe.atropos.envs.atropos_compat import trl_credentials
+
+    token = make_run_token()
+    with serving(tiny_model_dir, token=token) as served:
+        assert trl_credentials.install()
+        for base_url in (served.url, f"{served.url}/v1"):  # its client keeps /v1 when given one
+            client = TrlVllmServer(APIServerConfig(model_name=str(served.model_dir), server_type="trl",
+                                                   base_url=base_url, api_key=token, health_check=False))
+            completion = asyncio.run(client._completion_wrapper(prompt="Hello there", n=3, max_tokens=4))
+            assert len(completion.choices) == 3 and all(choice.text for choice in completion.choices)
+            chat = asyncio.run(client._chat_completion_wrapper(messages=[{"role": "user", "content": "Hi"}],
+                                                               n=2, max_tokens=4))
+            assert len(chat.choices) == 2
+        wrong = TrlVllmServer(APIServerConfig(model_name=str(served.model_dir), server_type="trl",
+                                              base_url=served.url, api_key="not-the-token", health_check=False))
+        with pytest.raises(aiohttp.ClientResponseError) as refused:
+            asyncio.run(wrong._completion_wrapper(prompt="Hello", n=1, max_tokens=4))
+        assert refused.value.status == 401
 
 
 def test_openai_completions_and_chat(served):
