@@ -10,6 +10,7 @@ every environment); `apply()` refuses, loudly, on another atroposlib version.
   `--openai.base_url` applies (atroposlib otherwise calls localhost:9004-9007).
 - `trl_credentials`: `--openai.server_type trl` sends `--openai.api_key` as a Bearer header and
   fails on an error answer (its client sent no credentials and read error bodies as completions).
+- `single_retry`: a failing chat completion is tried 3 times, not 9 (atroposlib PR #487, unmerged).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 
-from recipe.atropos.envs.atropos_compat import chat_template, server_configs, trl_credentials
+from recipe.atropos.envs.atropos_compat import chat_template, server_configs, single_retry, trl_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -39,4 +40,4 @@ def apply() -> dict[str, bool]:
     """Install every fix (idempotent); which ones are active."""
     check_atroposlib_version()
     return {"chat_template": chat_template.install(), "server_configs": server_configs.install(),
-            "trl_credentials": trl_credentials.install()}
+            "trl_credentials": trl_credentials.install(), "single_retry": single_retry.install()}
