@@ -11,6 +11,7 @@ every environment); `apply()` refuses, loudly, on another atroposlib version.
 - `trl_credentials`: `--openai.server_type trl` sends `--openai.api_key` as a Bearer header and
   fails on an error answer (its client sent no credentials and read error bodies as completions).
 - `single_retry`: a failing chat completion is tried 3 times, not 9 (atroposlib PR #487, unmerged).
+- `grpo_std`: GRPO's std of constant float rewards is 0, not complex (atroposlib PR #481, unmerged).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 
-from recipe.atropos.envs.atropos_compat import chat_template, server_configs, single_retry, trl_credentials
+from recipe.atropos.envs.atropos_compat import chat_template, grpo_std, server_configs, single_retry, trl_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -40,4 +41,5 @@ def apply() -> dict[str, bool]:
     """Install every fix (idempotent); which ones are active."""
     check_atroposlib_version()
     return {"chat_template": chat_template.install(), "server_configs": server_configs.install(),
-            "trl_credentials": trl_credentials.install(), "single_retry": single_retry.install()}
+            "trl_credentials": trl_credentials.install(), "single_retry": single_retry.install(),
+            "grpo_std": grpo_std.install()}

@@ -1,7 +1,10 @@
-"""atroposlib 0.4.0 tries a failing chat completion 9 times (a 3-attempt retry around two 3-attempt
-retries); with `atropos_compat.single_retry` (run_env applies it) it is 3. Counted in fresh processes,
-since another test of the session may have applied the fixes in this one; tenacity's back-off waits
-are set to zero there (only the number of attempts is measured)."""
+"""Fixes of atroposlib 0.4.0 from pull requests it never merged (run_env applies them), each checked
+in fresh processes with and without it, since another test of the session may have applied the fixes
+in this one:
+- `single_retry` (#487): a failing chat completion is tried 3 times, not 9 (a 3-attempt retry around
+  two 3-attempt retries); tenacity's back-off waits are set to zero (only attempts are counted);
+- `grpo_std` (#481): GRPO advantages of constant float rewards raise the documented ValueError
+  ("std is smaller than tolerance"), not a TypeError from a complex standard deviation."""
 
 import subprocess
 import sys
@@ -52,3 +55,24 @@ def attempts(mode: str) -> int:
 @pytest.mark.parametrize(("mode", "expected"), [("atroposlib", 9), ("fixed", 3)])
 def test_a_failing_chat_completion_is_tried_three_times_with_the_fix(mode, expected):
     assert attempts(mode) == expected
+
+
+CONSTANT_FLOAT_REWARDS = r"""
+import sys
+from atroposlib.utils.advantages import compute_grpo_process_supervision_advantages
+
+if sys.argv[1] == "fixed":
+    from recipe.atropos.envs.atropos_compat import grpo_std
+    grpo_std.install()
+try:
+    compute_grpo_process_supervision_advantages([[-0.3] * 7])  # rounding makes E[x^2] - E[x]^2 < 0
+except Exception as exc:
+    print("RAISED", type(exc).__name__)
+"""
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("atroposlib", "TypeError"), ("fixed", "ValueError")])
+def test_grpo_advantages_of_constant_float_rewards_raise_the_documented_error(mode, expected):
+    out = subprocess.run([sys.executable, "-c", CONSTANT_FLOAT_REWARDS, mode], capture_output=True, text=True,
+                         timeout=120)
+    assert f"RAISED {expected}" in out.stdout, out.stderr[-2000:]
