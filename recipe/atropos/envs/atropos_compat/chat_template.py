@@ -14,23 +14,20 @@ from typing import Any
 import transformers
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-_MARK = "_atropos_compat_ids_by_default"
+from recipe.atropos.envs.atropos_compat.replace_once import replace_once
 
-
-def install() -> bool:
-    """Wrap `PreTrainedTokenizerBase.apply_chat_template` (transformers >= 5 only); True when active."""
-    if int(transformers.__version__.split(".")[0]) < 5:
-        return False  # transformers 4 already returns ids
-    original = PreTrainedTokenizerBase.apply_chat_template
-    if getattr(original, _MARK, False):
-        return True
-
+def _ids_by_default(original: Any) -> Any:
     @functools.wraps(original)
     def apply_chat_template(self: PreTrainedTokenizerBase, *args: Any, **kwargs: Any) -> Any:
         if "return_dict" not in kwargs and not kwargs.get("return_assistant_tokens_mask", False):
             kwargs["return_dict"] = False
         return original(self, *args, **kwargs)
 
-    setattr(apply_chat_template, _MARK, True)
-    PreTrainedTokenizerBase.apply_chat_template = apply_chat_template
-    return True
+    return apply_chat_template
+
+
+def install() -> bool:
+    """Wrap `PreTrainedTokenizerBase.apply_chat_template` (transformers >= 5 only); True when active."""
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return False  # transformers 4 already returns ids
+    return replace_once(PreTrainedTokenizerBase, "apply_chat_template", _ids_by_default)

@@ -14,21 +14,18 @@ from typing import Any
 
 from atroposlib.utils import advantages
 
-_MARK = "_atropos_compat_grpo_std"
+from recipe.atropos.envs.atropos_compat.replace_once import replace_once
 
-
-def install() -> bool:
-    """Wrap `atroposlib.utils.advantages.compute_stats` (what the GRPO helper calls); True when active."""
-    original = advantages.compute_stats
-    if getattr(original, _MARK, False):
-        return True
-
+def _clamped_variance(original: Any) -> Any:
     @functools.wraps(original)
     def compute_stats(data: Any) -> dict:
         stats = original(data)
         stats["var"] = max(stats["var"], 0.0)
         return stats
 
-    setattr(compute_stats, _MARK, True)
-    advantages.compute_stats = compute_stats
-    return True
+    return compute_stats
+
+
+def install() -> bool:
+    """Wrap `atroposlib.utils.advantages.compute_stats` (what the GRPO helper calls); True when active."""
+    return replace_once(advantages, "compute_stats", _clamped_variance)

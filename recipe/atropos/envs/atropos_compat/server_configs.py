@@ -15,17 +15,11 @@ from typing import Any
 from atroposlib.envs.server_handling.server_baseline import APIServerConfig
 from atroposlib.envs.server_handling.server_manager import ServerManager
 
+from recipe.atropos.envs.atropos_compat.replace_once import replace_once
+
 logger = logging.getLogger(__name__)
 
-_MARK = "_atropos_compat_single_config_as_list"
-
-
-def install() -> bool:
-    """Wrap `ServerManager.__init__`; True when active."""
-    original = ServerManager.__init__
-    if getattr(original, _MARK, False):
-        return True
-
+def _single_config_as_list(original: Any) -> Any:
     @functools.wraps(original)
     def __init__(self: ServerManager, configs: Any, *args: Any, **kwargs: Any) -> None:
         if isinstance(configs, APIServerConfig):
@@ -33,6 +27,9 @@ def install() -> bool:
             configs = [configs]
         original(self, configs, *args, **kwargs)
 
-    setattr(__init__, _MARK, True)
-    ServerManager.__init__ = __init__
-    return True
+    return __init__
+
+
+def install() -> bool:
+    """Wrap `ServerManager.__init__`; True when active."""
+    return replace_once(ServerManager, "__init__", _single_config_as_list)

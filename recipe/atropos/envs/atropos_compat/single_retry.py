@@ -11,15 +11,9 @@ from __future__ import annotations
 
 from atroposlib.envs.server_handling.server_baseline import APIServer
 
-_MARK = "_atropos_compat_single_retry"
-
+from recipe.atropos.envs.atropos_compat.replace_once import replace_once
 
 def install() -> bool:
-    """Replace `APIServer.chat_completion` with the function its outer retry wraps; True when active."""
-    current = APIServer.chat_completion
-    if getattr(current, _MARK, False):
-        return True
-    undecorated = current.__wrapped__  # tenacity keeps the function it decorates
-    setattr(undecorated, _MARK, True)
-    APIServer.chat_completion = undecorated
-    return True
+    """Replace `APIServer.chat_completion` with the function its outer retry wraps (tenacity keeps it as
+    `__wrapped__`); True when active."""
+    return replace_once(APIServer, "chat_completion", lambda decorated: decorated.__wrapped__)
