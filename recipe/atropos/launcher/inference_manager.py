@@ -19,6 +19,7 @@ import requests
 
 from recipe.atropos.net import direct_http
 
+
 class InferenceNotReadyError(RuntimeError):
     """The trainer's policy server did not come up in time, or the trainer stopped first."""
 
