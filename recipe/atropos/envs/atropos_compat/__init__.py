@@ -12,6 +12,12 @@ every environment); `apply()` refuses, loudly, on another atroposlib version.
   fails on an error answer (its client sent no credentials and read error bodies as completions).
 - `single_retry`: a failing chat completion is tried 3 times, not 9 (atroposlib PR #487, unmerged).
 - `grpo_std`: GRPO's std of constant float rewards is 0, not complex (atroposlib PR #481, unmerged).
+- `combined_reward_weights`: `CombinedReward` applies its sub-rewards' weights (PR #485, unmerged).
+- `tool_call_quotes`: a tool call with an apostrophe in its JSON parses (PRs #479/#536, unmerged).
+- `trajectory_truncation`: multi-step truncation keeps each alternative's last observation and answer
+  (PR #483, unmerged).
+- `reward_registry`: a reward loaded by name is the class registered under it (PR #482, unmerged).
+- `evicted_item`: a rollout whose item was evicted returns instead of raising (PR #538, unmerged).
 """
 
 from __future__ import annotations
@@ -19,7 +25,18 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 
-from recipe.atropos.envs.atropos_compat import chat_template, grpo_std, server_configs, single_retry, trl_credentials
+from recipe.atropos.envs.atropos_compat import (
+    chat_template,
+    combined_reward_weights,
+    evicted_item,
+    grpo_std,
+    reward_registry,
+    server_configs,
+    single_retry,
+    tool_call_quotes,
+    trajectory_truncation,
+    trl_credentials,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,4 +59,6 @@ def apply() -> dict[str, bool]:
     check_atroposlib_version()
     return {"chat_template": chat_template.install(), "server_configs": server_configs.install(),
             "trl_credentials": trl_credentials.install(), "single_retry": single_retry.install(),
-            "grpo_std": grpo_std.install()}
+            "grpo_std": grpo_std.install(), "combined_reward_weights": combined_reward_weights.install(),
+            "tool_call_quotes": tool_call_quotes.install(), "trajectory_truncation": trajectory_truncation.install(),
+            "reward_registry": reward_registry.install(), "evicted_item": evicted_item.install()}
