@@ -46,6 +46,7 @@ from recipe.atropos.data.to_dataproto import (
 )
 from recipe.atropos.data.trained_samples import TrainedSampleLog, sample_records
 from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
+from recipe.atropos.env_reference import build_without_reference_model, check_env_reference_only
 from recipe.atropos.auth.ray_auth import check_ray_token_auth
 from recipe.atropos.auth.run_token import required_run_token
 from recipe.atropos.policy_server.service import InferenceService, serve_replicas
@@ -70,9 +71,18 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             check_checkpoints_are_synchronous(config)
             atropos = AtroposClientConfig.from_mapping(config.trainer.get("atropos"))
             check_ray_token_auth(atropos.require_token, "trainer.atropos.require_token")
+            check_env_reference_only(atropos, config)
         super().__init__(*args, **kwargs)
         data_cfg, trainer_cfg = self.config.data, self.config.trainer
         self.atropos_config = AtroposClientConfig.from_mapping(trainer_cfg.get("atropos"))
+        # Every group's own ref_logprobs are the reference (env_reference.py): verl's reference pass is off.
+        self.reference_from_environments = self.atropos_config.env_ref_logprobs_only
+        if self.reference_from_environments:
+            self.use_reference_policy = False
+            built_without = build_without_reference_model(self.role_worker_mapping, self.resource_pool_manager)
+            logger.warning("trainer.atropos.env_ref_logprobs_only: the KL term compares against the environments' "
+                           "ref_logprobs; %s", "no reference model is loaded" if built_without else
+                           "the reference is the actor without its LoRA adapter, and no reference pass runs")
         self.inference_config = InferenceConfig.from_mapping(trainer_cfg.get("atropos_inference"))
         self.max_prompt_length = int(data_cfg.max_prompt_length)
         self.max_response_length = int(data_cfg.max_response_length)
@@ -187,6 +197,12 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         (use_env_ref_logprobs), the reference model's for the rest; no reference pass when none is left."""
         env_ref = batch.batch.pop(ENV_REF_LOG_PROB, None) if batch.batch is not None else None
         env_rows = batch.batch.pop(ENV_REF_LOG_PROB_PRESENT, None) if env_ref is not None else None
+        if self.reference_from_environments:  # the client dropped every group without them
+            if env_ref is None or not bool(env_rows.all()):
+                raise RuntimeError("trainer.atropos.env_ref_logprobs_only: a row without ref_logprobs reached the "
+                                   "reference step (the client drops such groups)")
+            batch.batch["ref_log_prob"] = env_ref
+            return batch
         if not self.use_reference_policy:
             return batch
         if env_ref is not None and bool(env_rows.all()):
@@ -251,7 +267,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         """Once per environment: the fields its groups carry that are left out of training (field_notices.py)."""
         for group in batch.groups:
             name = self.batch_source.step_env_names.get(group.env_id, str(group.env_id))
-            for subject, message in left_out(group, self.atropos_config, self.use_reference_policy):
+            for subject, message in left_out(group, self.atropos_config,
+                                             self.use_reference_policy or self.reference_from_environments):
                 self.field_notices.say(name, subject, message)
 
     def _log_samples(self, batch: DataProto) -> None:

@@ -23,6 +23,7 @@ class AtroposClientConfig:
     distill_loss_coef: float
     sft_loss_coef: float
     use_env_ref_logprobs: bool
+    env_ref_logprobs_only: bool
     sample_groups_per_step: int
     fallback_to_grpo: bool
     fallback_before_api_reached: bool

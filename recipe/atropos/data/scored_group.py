@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
@@ -134,6 +134,17 @@ class AtroposBatch:
                    received_groups=sum(batch.received_groups for batch in polled),
                    payload_bytes=sum(batch.payload_bytes for batch in polled),
                    wait_s=sum(batch.wait_s for batch in polled))
+
+    def drop_where(self, reject: Callable[[ScoredGroup], tuple[str, str] | None]) -> None:
+        """Move each group for which `reject` gives (field, reason) to `invalid`."""
+        kept = []
+        for group in self.groups:
+            rejected = reject(group)
+            if rejected is None:
+                kept.append(group)
+            else:
+                self.invalid.append(InvalidGroup(group.group_index, group.env_id, *rejected))
+        self.groups = kept
 
     def trajectory_batch(self) -> TrajectoryBatch:
         """The simplified API's flat view of this batch."""

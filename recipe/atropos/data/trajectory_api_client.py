@@ -61,6 +61,13 @@ class _RetryableHTTPError(Exception):
         super().__init__(f"HTTP {response.status_code} from {response.request.method} {response.url}: {response.text[:200]}")
 
 
+def _without_ref_logprobs(group: ScoredGroup) -> tuple[str, str] | None:
+    if group.ref_logprobs is not None:
+        return None
+    return "ref_logprobs", ("is missing: trainer.atropos.env_ref_logprobs_only=true loads no reference model, so "
+                            "every group must send ref_logprobs")
+
+
 class _NotSentError(Exception):
     """The request never reached the server (refused, or no connection in time): safe to send again."""
 
@@ -340,6 +347,8 @@ class AtroposEnvironmentClient:
 
     def _counted(self, batch: AtroposBatch) -> AtroposBatch:
         """The batch, each invalid group logged and counted by its field."""
+        if self.config.env_ref_logprobs_only:
+            batch.drop_where(_without_ref_logprobs)
         for bad in batch.invalid:
             logger.warning("Dropped invalid Atropos group: %s", bad.message)
         self.stats.batches += 1

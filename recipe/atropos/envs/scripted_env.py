@@ -38,6 +38,7 @@ class ScriptedEnvConfig(BaseEnvConfig):
                                                   "sft (0: never).")
     sft_token_text: str = Field(default=" ok", description="The token a demonstration repeats.")
     ref_logprob_value: float | None = Field(default=None, description="ref_logprobs of every token (None: not sent).")
+    ref_every: int = Field(default=1, description="With ref_logprob_value: every n-th group carries them.")
 
 
 class ScriptedEnv(BaseEnv):
@@ -79,6 +80,7 @@ class ScriptedEnv(BaseEnv):
         with_advantages = cfg.advantages_every > 0 and item % cfg.advantages_every == 0
         with_teacher = cfg.teacher_every > 0 and item % cfg.teacher_every == 0
         with_sft = cfg.sft_every > 0 and item % cfg.sft_every == 0 and not with_teacher
+        with_ref = cfg.ref_logprob_value is not None and cfg.ref_every > 0 and item % cfg.ref_every == 0
         group = ScoredDataGroup(tokens=[], masks=[], scores=[], advantages=[], overrides=[], group_overrides={})
         for row in range(cfg.group_size):
             length = self.rng.randint(2, cfg.response_tokens)
@@ -90,7 +92,7 @@ class ScriptedEnv(BaseEnv):
             if demonstration:
                 completion = [self.sft_id] * length
             group["overrides"].append({"sft": True} if demonstration else {})
-            if cfg.ref_logprob_value is not None:
+            if with_ref:
                 group.setdefault("ref_logprobs", []).append([cfg.ref_logprob_value] * (len(prompt) + length))
             score = sum(token == self.target_id for token in completion) / length
             group["tokens"].append(prompt + completion)

@@ -4,8 +4,8 @@ with 0.98 of its mass on " no" (on-policy distillation); the groups between hold
 " ok" repeated, marked `overrides[i]["sft"]`. A few steps raise the student's log-probability of
 " no" and of " ok" after any context; the same run without those fields (a control) does not.
 Batches mix groups with and without teacher data, and both train. Reference log-probs the
-environment sends replace the reference model's pass when `use_env_ref_logprobs` is on, and are
-ignored, said once, when it is off."""
+environment sends replace the reference model (`env_ref_logprobs_only`: none is loaded) when on, and
+are ignored, said once, when off."""
 
 import json
 
@@ -78,15 +78,23 @@ def test_a_teacher_and_demonstrations_from_the_environment_are_learnt(tmp_path, 
         assert control[text] < learnt[text] / 5, (text, learnt, control)
 
 
-def test_reference_log_probs_from_the_environment_replace_the_reference_pass(tmp_path, tiny_model_dir):
-    """Every row carries ref_logprobs of 0 (a made-up reference, far from the random model): with
-    use_env_ref_logprobs the KL loss compares against them from step 1 and no reference pass runs;
-    without it the reference model's pass runs and, at step 1, the policy is the reference (KL 0)."""
-    env = ["--env.advantages_every", "0", "--env.ref_logprob_value", "0.0"]
+def test_reference_log_probs_from_the_environment_replace_the_reference_model(tmp_path, tiny_model_dir):
+    """Every other group carries ref_logprobs of 0 (a made-up reference, far from the random model).
+    With env_ref_logprobs_only the KL loss compares against them from step 1, the worker loads one
+    model (no reference copy), no reference pass runs, and the groups without them are dropped naming
+    the field. Without use_env_ref_logprobs the reference model is loaded and its pass runs: at step
+    1 the policy is the reference (KL 0), and the field is said to be ignored, once."""
+    env = ["--env.advantages_every", "0", "--env.ref_logprob_value", "0.0", "--env.ref_every", "2"]
     kl = ["actor_rollout_ref.actor.use_kl_loss=true"]
-    used = run(tmp_path / "used", tiny_model_dir, env, [*kl, "trainer.atropos.use_env_ref_logprobs=true"], steps=1)
+    only = run(tmp_path / "only", tiny_model_dir, env,
+               [*kl, "trainer.atropos.use_env_ref_logprobs=true", "trainer.atropos.env_ref_logprobs_only=true",
+                "trainer.atropos.fallback_to_grpo=false"], steps=1)
     ignored = run(tmp_path / "ignored", tiny_model_dir, env, kl, steps=2)
-    assert "timing_s/ref" not in used[0] and used[0]["actor/kl_loss"] > 1.0
+    assert "timing_s/ref" not in only[0] and only[0]["actor/kl_loss"] > 1.0
+    assert only[0].get("atropos/invalid/ref_logprobs", 0) > 0
     assert "timing_s/ref" in ignored[0] and abs(ignored[0]["actor/kl_loss"]) < 1e-4
+    models_loaded = {name: (tmp_path / name / "trainer.log").read_text(errors="replace").count("ForCausalLM contains")
+                     for name in ("only", "ignored")}
+    assert models_loaded == {"only": 1, "ignored": 2}  # verl's "Qwen2ForCausalLM contains N parameters" per model
     log = (tmp_path / "ignored" / "trainer.log").read_text(errors="replace")
     assert log.count("sends ref_logprobs, ignored: trainer.atropos.use_env_ref_logprobs=false") == 1
