@@ -29,15 +29,22 @@ BACKEND_NAME = "hf_cpu"
 ADAPTER_FQN = "verl_patches.hf_cpu_rollout.HFCPUServerAdapter"
 
 
+# Sampling parameters hf_cpu does not apply: the policy server refuses a request that asks for them
+# (policy_server/routes.py) instead of sampling from another distribution than it asked for.
+# It applies temperature, top_p, top_k, min_p, max_tokens, min_tokens, stop_token_ids, ignore_eos, seed.
+NOT_APPLIED_SAMPLING = ("stop", "repetition_penalty", "presence_penalty", "frequency_penalty")
+
+
 def server_actor_name(replica_rank: int) -> str:
     return f"{BACKEND_NAME}_server_{replica_rank}_0"
 
 
 def sample_next_tokens(
-    logits: torch.Tensor, temperature: float, top_p: float, top_k: int, generator: torch.Generator
+    logits: torch.Tensor, temperature: float, top_p: float, top_k: int, generator: torch.Generator,
+    min_p: float = 0.0,
 ) -> torch.Tensor:
-    """One token per row of `logits` (rows, vocab) with temperature, top-k and nucleus filtering;
-    greedy at temperature 0."""
+    """One token per row of `logits` (rows, vocab) with temperature, top-k, nucleus and min-p
+    filtering (vLLM's order); greedy at temperature 0."""
     if temperature <= 0:
         return torch.argmax(logits, dim=-1)
     scores = logits / temperature
@@ -50,7 +57,10 @@ def sample_next_tokens(
         drop = probs.cumsum(dim=-1) - probs > top_p
         sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
         scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
-    return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(-1)
+    probs = torch.softmax(scores, dim=-1)
+    if min_p > 0:
+        probs = probs.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, 0.0)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def token_logprobs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -108,13 +118,20 @@ class HFCPUServer:
         temperature = float(params.get("temperature", 1.0))
         top_p = float(params.get("top_p", 1.0))
         top_k = int(params.get("top_k", -1) or -1)
+        min_p = float(params.get("min_p", 0.0) or 0.0)
+        min_tokens = int(params.get("min_tokens", 0) or 0)
         want_logprobs = bool(params.get("logprobs", False))
+        seed = params.get("seed")
+        generator = self._generator if seed is None else torch.Generator().manual_seed(int(seed))
+        # As vLLM: ignore_eos keeps decoding past EOS; stop_token_ids end a completion (and are kept).
+        stop_ids = set() if params.get("ignore_eos") else set(self.eos_token_ids)
+        stop_ids |= {int(t) for t in params.get("stop_token_ids") or ()}
 
         tokens = torch.empty((n, 0), dtype=torch.long)
         logprobs = torch.empty((n, 0))
         lengths = torch.full((n,), max_tokens, dtype=torch.long)
         finished = torch.zeros(n, dtype=torch.bool)
-        eos = torch.tensor(sorted(self.eos_token_ids), dtype=torch.long)
+        eos = torch.tensor(sorted(stop_ids), dtype=torch.long)
         with self._lock, torch.no_grad():
             version = self.global_steps
             input_ids = torch.tensor([prompt_ids] * n, dtype=torch.long)
@@ -123,7 +140,10 @@ class HFCPUServer:
                 out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
                 past = out.past_key_values
                 logits = out.logits[:, -1].float()
-                next_tokens = sample_next_tokens(logits, temperature, top_p, top_k, self._generator)
+                sampled_from = logits
+                if step < min_tokens and len(eos):  # no stop token before min_tokens
+                    sampled_from = logits.index_fill(-1, eos[eos < logits.shape[-1]], float("-inf"))
+                next_tokens = sample_next_tokens(sampled_from, temperature, top_p, top_k, generator, min_p)
                 tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
                 if want_logprobs:
                     chosen = token_logprobs(logits, temperature).gather(-1, next_tokens[:, None])

@@ -55,6 +55,7 @@ from recipe.atropos.policy_server.sync_check import WeightSyncCheck, probe_group
 from recipe.atropos.source.batch_journal import RunIdentity, check_checkpoints_are_synchronous
 from recipe.atropos.source.batch_source import AtroposBatchSource, AtroposStopError, Registration
 from recipe.atropos.source.policy_lag import group_version
+from verl_patches.hf_cpu_rollout import BACKEND_NAME as HF_CPU, NOT_APPLIED_SAMPLING
 
 __all__ = ["AtroposStopError", "RayGRPOAtroposTrainer"]
 
@@ -111,7 +112,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.pause_inference_while_training = bool(self.config.actor_rollout_ref.rollout.get("free_cache_engine", False))
         # hf_cpu loads weights under the lock its generations hold (verl_patches/hf_cpu_rollout.py): a
         # sync only has to stop new requests, and the ones in flight finish while the weights travel.
-        self.replica_orders_weight_loads = self.config.actor_rollout_ref.rollout.name == "hf_cpu"
+        self.replica_orders_weight_loads = self.config.actor_rollout_ref.rollout.name == HF_CPU
         tokens = min(self.inference_config.sync_check_tokens, self.max_response_length)
         self.sync_check = WeightSyncCheck(tokens, self.inference_config.sync_check_max_gap) if tokens else None
         self.field_notices = OncePerEnvironment()  # what is left out of a field an environment sends
@@ -129,16 +130,17 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
     # ------------------------------------------------------------------ the policy server for environments
     def _start_inference_service(self) -> None:
         """Serve verl's rollout replicas to environments and announce the endpoint (policy_server/)."""
-        model = self.config.actor_rollout_ref.model
+        model, rollout = self.config.actor_rollout_ref.model, self.config.actor_rollout_ref.rollout
         self.inference = serve_replicas(
             self.llm_server_manager.server_handles, self.tokenizer, self.inference_config,
-            batched=self.config.actor_rollout_ref.rollout.name == "hf_cpu", registry=self.batch_source.version_registry,
+            batched=rollout.name == HF_CPU, registry=self.batch_source.version_registry,
             policy_version=self.global_steps, endpoint_path=self.inference_config.endpoint_path(str(self.config.trainer.default_local_dir)),
             tokenizer_path=str(model.get("tokenizer_path") or model.path),
             token=required_run_token(self.atropos_config.require_token, "trainer.atropos.require_token"),
             limits=self.inference_config.request_limits(
                 int(self.config.actor_rollout_ref.rollout.n), self.max_response_length,
-                self.atropos_config.allow_response_truncation),
+                self.atropos_config.allow_response_truncation, backend=rollout.name,
+                not_applied=NOT_APPLIED_SAMPLING if rollout.name == HF_CPU else ()),
             replica_addresses=[str(address) for address in self.llm_server_manager.server_addresses])
 
     def _pause_inference(self, timing_raw: dict, wait: bool = True) -> None:

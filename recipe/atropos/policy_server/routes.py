@@ -42,11 +42,20 @@ from recipe.atropos.policy_server.template_framing import assistant_turn_framing
 
 logger = logging.getLogger(__name__)
 
-# Sampling keys handed on to verl's replica servers unchanged (hf_cpu reads the first four).
+# Sampling keys handed on to verl's replica servers unchanged (a backend that does not apply some of
+# them names those in RequestLimits.not_applied: requests asking for them are refused).
 _PASSTHROUGH_SAMPLING = (
-    "temperature", "top_p", "top_k", "max_tokens", "stop", "stop_token_ids", "repetition_penalty",
+    "temperature", "top_p", "top_k", "min_p", "max_tokens", "stop", "stop_token_ids", "repetition_penalty",
     "presence_penalty", "frequency_penalty", "min_tokens", "seed", "ignore_eos",
 )
+# The value of each sampling key that changes nothing: sent with it, a key the backend does not apply
+# is accepted.
+_NEUTRAL_SAMPLING = {
+    "stop": lambda value: not value, "stop_token_ids": lambda value: not value, "ignore_eos": lambda value: not value,
+    "repetition_penalty": lambda value: value == 1, "presence_penalty": lambda value: value == 0,
+    "frequency_penalty": lambda value: value == 0, "min_p": lambda value: value == 0,
+    "min_tokens": lambda value: value == 0, "top_k": lambda value: value in (0, -1), "top_p": lambda value: value == 1,
+}
 
 
 class RequestError(ValueError):
@@ -69,8 +78,14 @@ class RequestLimits:
     max_tokens: int | None = None
     n_setting: str = "trainer.atropos_inference.max_n"
     tokens_setting: str = "trainer.atropos_inference.max_tokens"
+    not_applied: tuple[str, ...] = ()  # sampling keys the rollout backend does not apply
+    backend: str = ""
 
     def check(self, params: Mapping[str, Any], n: int) -> None:
+        for key in self.not_applied:
+            if key in params and not _NEUTRAL_SAMPLING.get(key, lambda value: False)(params[key]):
+                raise RequestError(key, f"{params[key]!r} is not applied by the {self.backend} rollout (it would sample "
+                                        "from another distribution than asked): leave it out or serve with vllm")
         if self.max_n is not None and n > self.max_n:
             raise OverLimitError("n", f"{n} completions asked, at most {self.max_n} per request ({self.n_setting})")
         tokens = params.get("max_tokens")
@@ -103,7 +118,7 @@ def sampling_params(body: Mapping[str, Any], default_max_tokens: int | None,
             params["max_tokens"] = body[alias]
     if "max_tokens" not in params and default_max_tokens is not None:
         params["max_tokens"] = default_max_tokens
-    for key, kind in (("temperature", float), ("top_p", float), ("top_k", int), ("max_tokens", int)):
+    for key, kind in (("temperature", float), ("top_p", float), ("top_k", int), ("min_p", float), ("max_tokens", int)):
         if key in params:
             try:
                 params[key] = kind(params[key])

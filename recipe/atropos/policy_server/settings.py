@@ -59,13 +59,16 @@ class InferenceConfig:
                              "set trainer.atropos_inference.sync_check_tokens > 0")
         return config
 
-    def request_limits(self, rollout_n: int, max_response_length: int, allow_response_truncation: bool) -> RequestLimits:
+    def request_limits(self, rollout_n: int, max_response_length: int, allow_response_truncation: bool,
+                       backend: str = "", not_applied: tuple[str, ...] = ()) -> RequestLimits:
         """The caps of one request: the settings, or what the run trains on (`rollout_n` completions per
-        prompt, `max_response_length` tokens; no token cap when longer responses are cut, not dropped)."""
+        prompt, `max_response_length` tokens; no token cap when longer responses are cut, not dropped);
+        `not_applied`: sampling keys the `backend` rollout ignores, refused unless neutral."""
         max_tokens = self.max_tokens
         if max_tokens is None and not allow_response_truncation:
             max_tokens = max_response_length
-        return RequestLimits(max_n=self.max_n if self.max_n is not None else rollout_n, max_tokens=max_tokens)
+        return RequestLimits(max_n=self.max_n if self.max_n is not None else rollout_n, max_tokens=max_tokens,
+                             not_applied=not_applied, backend=backend)
 
     def endpoint_path(self, default_local_dir: str) -> str:
         return self.endpoint_file or os.path.join(default_local_dir, "inference_endpoint.json")

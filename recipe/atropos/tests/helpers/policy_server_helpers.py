@@ -15,20 +15,21 @@ from typing import Any
 def serving(model_dir: Path, response_length: int = 16, token: str | None = None,
             limits: Any = None, host: str = "127.0.0.1") -> Iterator[SimpleNamespace]:
     """The policy server bound to `host`; `token`: the secret it requires (none by default), `limits`:
-    its RequestLimits (none by default)."""
+    its RequestLimits (by default no caps, and the sampling keys hf_cpu does not apply refused, as the
+    trainer serves it)."""
     from transformers import AutoTokenizer
 
     from recipe.atropos.policy_server.proxy import InferenceProxy
     from recipe.atropos.policy_server.routes import RequestLimits
     from recipe.atropos.policy_server.service import InferenceService
-    from verl_patches.hf_cpu_rollout import HFCPUServer
+    from verl_patches.hf_cpu_rollout import BACKEND_NAME, NOT_APPLIED_SAMPLING, HFCPUServer
 
     config = SimpleNamespace(prompt_length=480, response_length=response_length, max_model_len=None, seed=0)
     server = HFCPUServer(config, SimpleNamespace(local_path=str(model_dir), path=str(model_dir)), replica_rank=0)
     proxy = InferenceProxy([server], batched=True, request_wait_timeout=30.0)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     service = InferenceService(proxy, tokenizer, model_name="policy", host=host, token=token,
-                               limits=limits or RequestLimits())
+                               limits=limits or RequestLimits(not_applied=NOT_APPLIED_SAMPLING, backend=BACKEND_NAME))
     service.start()
     try:
         yield SimpleNamespace(server=server, proxy=proxy, service=service, url=service.base_url, model_dir=model_dir,

@@ -94,6 +94,32 @@ def test_sampling_filters():
     assert {tuple(sample_next_tokens(logits, 1.0, 1.0, 1, gen).tolist()) for _ in range(20)} == {(1, 0)}
     assert {int(sample_next_tokens(logits, 1.0, 1.0, 2, gen)[0]) for _ in range(50)} <= {1, 3}
     assert {int(sample_next_tokens(logits, 1.0, 0.5, -1, gen)[0]) for _ in range(50)} == {1}
+    # min_p 0.5: tokens at least half as likely as the most likely one (5.0 and 4.9, not 1.0 or 0.0)
+    assert {int(sample_next_tokens(logits, 1.0, 1.0, -1, gen, min_p=0.5)[0]) for _ in range(50)} == {1, 3}
+    assert {int(sample_next_tokens(logits, 1.0, 1.0, -1, gen)[0]) for _ in range(400)} > {1, 3}  # without it
+
+
+def test_stop_token_ids_ignore_eos_min_tokens_and_seed_are_applied(tiny_model_dir):
+    server = make_server(tiny_model_dir, response_length=12)
+    prompt = [9707, 1879, 11]
+    server.eos_token_ids = set()
+    greedy = generate(server, prompt, temperature=0.0, max_tokens=12).token_ids
+    stop_at = greedy.index(greedy[4]) + 1  # where greedy[4] first appears
+    stopped = generate(server, prompt, temperature=0.0, max_tokens=12, stop_token_ids=[greedy[4]])
+    assert stopped.token_ids == greedy[:stop_at] and stopped.stop_reason == "completed"
+
+    server.eos_token_ids = {int(t) for t in range(100, 150_000)}  # nearly every token ends a completion
+    rows = asyncio.run(server.generate_batch(prompt_ids=prompt, sampling_params={"temperature": 1.0, "max_tokens": 6,
+                                                                                 "min_tokens": 4}, n=8))
+    assert all(len(out.token_ids) >= 5 for out in rows)  # no stop token among the first 4
+    assert not {t for out in rows for t in out.token_ids[:4]} & server.eos_token_ids
+    rows = asyncio.run(server.generate_batch(prompt_ids=prompt, sampling_params={"temperature": 1.0, "max_tokens": 6,
+                                                                                 "ignore_eos": True}, n=4))
+    assert all(len(out.token_ids) == 6 and out.stop_reason == "length" for out in rows)
+
+    server.eos_token_ids = set()
+    seeded = [generate(server, prompt, temperature=1.0, max_tokens=8, seed=seed).token_ids for seed in (7, 7, 8)]
+    assert seeded[0] == seeded[1] != seeded[2]
 
 
 def test_a_weight_load_waits_for_the_completion_being_decoded_and_sets_the_version_with_the_weights(tiny_model_dir):

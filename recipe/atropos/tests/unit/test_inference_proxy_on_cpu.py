@@ -131,6 +131,14 @@ def test_bad_requests_name_the_field(served):
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "messages"
     answer = post("/generate", {"prompt": {"prompt_token_ids": list(range(100, 600))}})
     assert answer.status_code == 400 and "no room" in answer.json()["error"]["message"]
+    # What hf_cpu does not apply is refused, not ignored; its neutral value, and what it applies, pass.
+    for key, value in (("repetition_penalty", 1.3), ("stop", ["\n"]), ("presence_penalty", 0.5)):
+        answer = post("/v1/completions", {"model": "policy", "prompt": "x", "max_tokens": 2, key: value})
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == key, answer.text
+        assert "not applied by the hf_cpu rollout" in answer.json()["error"]["message"]
+    answer = post("/v1/completions", {"model": "policy", "prompt": "x", "max_tokens": 2, "repetition_penalty": 1.0,
+                                      "stop": [], "min_p": 0.1, "min_tokens": 1, "seed": 3})
+    assert answer.status_code == 200, answer.text
 
 
 def _generate_in_thread(url, results, max_tokens=16):
