@@ -14,6 +14,8 @@ from recipe.atropos.data.errors import InvalidGroupError
 from recipe.atropos.data.scored_group import validate_group
 from recipe.atropos.data.to_dataproto import NO_TEACHER_LOGPROB, scored_data_to_dataproto
 from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
+from recipe.atropos.examples.env_api import post_groups, register_env
+from recipe.atropos.tests.helpers.api_helpers import started_trainer
 
 PROMPT = [11, 12, 13]
 
@@ -76,10 +78,18 @@ def test_a_group_whose_teacher_disagrees_is_dropped_naming_the_field(name):
         assert (invalid.group_index, invalid.field) == (1, field) and fragment in invalid.reason, invalid.message
 
 
-def test_images_are_refused_with_their_own_reason():
+def test_images_are_refused_with_their_own_reason(run_api):
     for batch in both_paths([{**teacher_group(), "images": ["data:image/png;base64,AAAA"]}]):
         (invalid,) = batch.invalid
         assert invalid.metric_key == "images" and "no vision-language path" in invalid.reason
+    # Through the real run-api: the group with images is dropped, the one beside it trained.
+    client = started_trainer(run_api.url, batch_size=4)
+    env_id = register_env(run_api.url, name="vision", weight=1.0, group_size=2, max_token_length=64)
+    post_groups(run_api.url, [{**teacher_group(), "images": ["data:image/png;base64,AAAA"]}, teacher_group()],
+                env_id=env_id)
+    batch = client.poll_batch()
+    assert batch is not None and len(batch.groups) == 1 and [bad.metric_key for bad in batch.invalid] == ["images"]
+    assert client.stats.invalid_reasons["images"] == 1
 
 
 def test_the_teacher_is_kept_for_completion_tokens_and_survives_the_journal():
