@@ -12,6 +12,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source scripts/usage.sh
+print_usage_if_asked "$0" "" "" "$@"
 PROFILE="${1:-base}"
 case "$PROFILE" in base|gpu|vllm) ;; *) echo "usage: scripts/setup.sh [gpu|vllm]" >&2; exit 2 ;; esac
 export PIP_DISABLE_PIP_VERSION_CHECK=1

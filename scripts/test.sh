@@ -6,6 +6,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+source scripts/usage.sh
+print_usage_if_asked "$0" "" "" "$@"
 bash scripts/setup.sh
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 PYTEST=(-m pytest -p no:cacheprovider -ra --timeout=900)

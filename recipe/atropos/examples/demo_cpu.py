@@ -4,7 +4,7 @@ Real `run-api`, RayGRPOAtroposTrainer on verl (CPU mode), verl's hf_cpu replica 
 environment as its policy server, the `learnable` BaseEnv generating through it; all started and
 stopped by the launcher (config/demo_cpu.yaml). Writes `<workdir>/summary.json` (per-step mean
 reward, loss, env shares, poll wait, step time, policy lag; first-5 vs last-5 reward in standard
-errors) and `<workdir>/reward_loss.png`.
+errors) and `<workdir>/training.png`.
 
 `--no-weight-sync` is the control: the server keeps the initial weights, so the reward must stay flat.
 `--rollout vllm` serves the environment from verl's own vLLM replicas (vLLM's CPU build, run from
@@ -71,8 +71,8 @@ def step_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({
             "step": int(data.get("training/global_step", len(rows) + 1)),
             "mean_reward": data.get("atropos/mean_score"),
-            "pg_loss": data.get("actor/pg_loss"),
             "grad_norm": data.get("actor/grad_norm"),
+            "response_length": data.get("response_length/mean"),
             "env_shares": per_env(data, "atropos/env_share/"),
             "env_mean_scores": per_env(data, "atropos/env_mean_score/"),
             "env_identical_score_rates": per_env(data, "atropos/env_identical_score_rate/"),
@@ -121,18 +121,18 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     steps = [row["step"] for row in summary["steps"]]
-    fig, (reward_ax, loss_ax, entropy_ax) = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
-    reward_ax.plot(steps, [row["mean_reward"] for row in summary["steps"]], marker="o")
-    reward_ax.set_ylabel("mean reward (learnable)")
-    reward_ax.set_title(f"CPU demo, {summary['mode']}: last-5 vs first-5 = "
-                        f"{summary['improvement_standard_errors']:.1f} standard errors")
-    loss_ax.plot(steps, [row["pg_loss"] for row in summary["steps"]], marker="o", color="tab:red")
-    loss_ax.set_ylabel("actor/pg_loss")
-    # On-policy GRPO with one mini-batch: the ratio is 1 and advantages are zero-mean per group, so the
-    # loss value stays near 0 while its gradient is not; the entropy shows the policy moving.
-    entropy_ax.plot(steps, [row["entropy"] for row in summary["steps"]], marker="o", color="tab:green")
-    entropy_ax.set_ylabel("actor/entropy")
-    entropy_ax.set_xlabel("step")
+    # What moves when GRPO trains. Not actor/pg_loss: on-policy with one mini-batch the ratio is 1 and
+    # advantages are zero-mean per group, so its value stays near 0 while its gradient does not.
+    panels = (("mean_reward", "mean reward (learnable)", "tab:blue"), ("entropy", "actor/entropy", "tab:green"),
+              ("grad_norm", "actor/grad_norm", "tab:red"), ("response_length", "response_length/mean", "tab:purple"))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
+    for ax, (key, label, color) in zip(axes.flat, panels):
+        ax.plot(steps, [row[key] for row in summary["steps"]], marker="o", color=color)
+        ax.set_ylabel(label)
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    fig.suptitle(f"CPU demo, {summary['mode']}: reward last-5 vs first-5 = "
+                 f"{summary['improvement_standard_errors']:.1f} standard errors")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -154,21 +154,21 @@ def run_demo(workdir: Path, steps: int, weight_sync: bool, overrides: list[str],
     summary = summarize(result, weight_sync, time.monotonic() - started, rollout)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     if summary["steps"]:
-        plot(summary, workdir / "reward_loss.png")
+        plot(summary, workdir / "training.png")
     return summary
 
 
 def print_summary(summary: dict[str, Any], workdir: Path) -> None:
-    print(f"{'step':>4} {'reward':>7} {'pg_loss':>8} {'lag':>4} {'poll_s':>6} {'step_s':>6}  env shares")
+    print(f"{'step':>4} {'reward':>7} {'entropy':>8} {'grad':>7} {'resp_len':>8} {'lag':>4} {'step_s':>6}  env shares")
     for row in summary["steps"]:
         shares = " ".join(f"{name}={share:.0%}" for name, share in row["env_shares"].items())
-        print(f"{row['step']:>4} {format_number(row['mean_reward'], '7.3f')} {format_number(row['pg_loss'], '8.4f')} "
-              f"{format_number(row['policy_lag_mean'], '4.1f')} {format_number(row['poll_wait_s'], '6.2f')} "
-              f"{format_number(row['step_time_s'], '6.2f')}  {shares}")
+        print(f"{row['step']:>4} {format_number(row['mean_reward'], '7.3f')} {format_number(row['entropy'], '8.3f')} "
+              f"{format_number(row['grad_norm'], '7.3f')} {format_number(row['response_length'], '8.1f')} "
+              f"{format_number(row['policy_lag_mean'], '4.1f')} {format_number(row['step_time_s'], '6.2f')}  {shares}")
     print(f"[demo] {summary['mode']} on {summary['rollout']}: reward first-5 {summary['reward_first5_mean']}, last-5 {summary['reward_last5_mean']}, "
           f"improvement {summary['improvement_standard_errors']:.2f} standard errors; wall {summary['wall_s']}s; "
           f"exit {summary['exit_code']}; leftover processes {summary['leftover_pids']}")
-    print(f"[demo] wrote {workdir / 'summary.json'} and {workdir / 'reward_loss.png'}")
+    print(f"[demo] wrote {workdir / 'summary.json'} and {workdir / 'training.png'}")
 
 
 def main() -> None:
