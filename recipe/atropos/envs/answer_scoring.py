@@ -1,16 +1,22 @@
-"""Final-answer extraction and numeric scoring for the GSM8K and math environments.
+"""Final-answer extraction and scoring for the GSM8K and math environments.
 
-The answer a completion gives is, in order of preference: the last `\\boxed{...}`, the number after
-the last `####` (GSM8K's own convention), or the last number in the text. It is correct when it
-equals the reference numerically (commas, `$` and a trailing `.` are ignored).
+The answer a completion gives is, in order of preference: the last `\\boxed{...}` (nested braces
+too, read by mathruler, which verl already installs), the number after the last `####` (GSM8K's own
+convention), or the last number in the text. It is correct when it equals the reference numerically
+(commas, `$` and a trailing `.` are ignored), or, for answers that are not plain numbers
+(`\\frac{1}{2}`, `1/2`, `2\\sqrt{2}`), when mathruler's grader finds them equal. Its grader parses an
+answer with sympy only when the answer holds at most two unknown letters and no large powers (its own
+guards against arbitrary text); answers longer than `MAX_SYMBOLIC_CHARS` are not parsed at all.
 """
 
 from __future__ import annotations
 
 import re
 
+from mathruler.grader import extract_boxed_content, grade_answer
+
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+MAX_SYMBOLIC_CHARS = 64
 
 
 def _clean(text: str) -> str:
@@ -19,9 +25,9 @@ def _clean(text: str) -> str:
 
 def extract_final_answer(text: str) -> str | None:
     """The answer a completion commits to, or None when it gives no number."""
-    boxed = _BOXED.findall(text)
-    if boxed:
-        return _clean(boxed[-1])
+    boxed = extract_boxed_content(text)  # the last \\boxed{...}; "None" when there is none
+    if boxed != "None":
+        return _clean(boxed)
     if "####" in text:
         numbers = _NUMBER.findall(text.rsplit("####", 1)[1])
         if numbers:
@@ -36,7 +42,9 @@ def numeric_match(prediction: str | None, reference: str) -> bool:
     try:
         return abs(float(_clean(prediction)) - float(_clean(reference))) < 1e-6
     except ValueError:
-        return _clean(prediction) == _clean(reference)
+        if _clean(prediction) == _clean(reference):
+            return True
+        return len(prediction) <= MAX_SYMBOLIC_CHARS and grade_answer(prediction, reference)
 
 
 def score_answer(completion: str, reference: str) -> float:
@@ -48,5 +56,6 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_
                   **kwargs: object) -> float:
     """verl's custom reward function signature (`reward.custom_reward_function.path` = this file): the
     environments' own rule, so verl's validation scores held-out problems as the environment scores
-    training ones. It reads the answer from the text only; nothing of the completion is run."""
+    training ones. It reads the answer from the text; only mathruler's guarded sympy parse (short answers,
+at most two unknown letters) evaluates any of it."""
     return score_answer(solution_str, str(ground_truth))

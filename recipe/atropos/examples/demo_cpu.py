@@ -138,11 +138,16 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def run_demo(workdir: Path, steps: int, weight_sync: bool, overrides: list[str], launcher_sets: list[str],
-             rollout: str = "hf_cpu") -> dict[str, Any]:
+def make_demo_inputs(workdir: Path) -> tuple[Path, Path]:
+    """The demo's tiny model and prompt file in `workdir` (config/quickstart_cpu.yaml reuses them)."""
     workdir.mkdir(parents=True, exist_ok=True)
     model = build_tiny_qwen2(workdir / "tiny_qwen2", word_piece_direction=WORD_PIECE_DIRECTION, **DEMO_MODEL_HEADS)
-    data = write_arithmetic_parquet(workdir / "train.parquet", n=32)
+    return model, write_arithmetic_parquet(workdir / "train.parquet", n=32)
+
+
+def run_demo(workdir: Path, steps: int, weight_sync: bool, overrides: list[str], launcher_sets: list[str],
+             rollout: str = "hf_cpu") -> dict[str, Any]:
+    model, data = make_demo_inputs(workdir)
     config = load_launcher_config(DEMO_CONFIG, [f"run_dir={workdir}", *launcher_sets])
     trainer_overrides = [
         f"actor_rollout_ref.model.path={model}", f"data.train_files={data}", f"data.val_files={data}",

@@ -46,33 +46,33 @@ class LauncherConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ApiSpec:
-    host: str = "127.0.0.1"  # bind address
-    port: int = 8000
-    startup_timeout: float = 60.0
+    host: str = "127.0.0.1"  # bind address of run-api (beyond loopback only with the run's token)
+    port: int = 8000  # 0: a free port
+    startup_timeout: float = 60.0  # seconds until run-api must answer
     advertise_host: str | None = None  # what environments and the trainer are told (net/addresses.py)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainerSpec:
-    module: str = "recipe.atropos.main_atropos"
-    config_path: str = str(RECIPE_CONFIG_DIR)
-    config_name: str = "gsm8k_grpo_example"
-    overrides: list[str] = dataclasses.field(default_factory=list)
+    module: str = "recipe.atropos.main_atropos"  # the trainer's Hydra entry (python -m)
+    config_path: str = str(RECIPE_CONFIG_DIR)  # folder of its Hydra configs
+    config_name: str = "gsm8k_grpo_example"  # the Hydra config in config_path
+    overrides: list[str] = dataclasses.field(default_factory=list)  # Hydra overrides, e.g. actor_rollout_ref.model.path=...
     ready_timeout: float = 900.0  # until its policy server answers (model load, Ray start-up)
-    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # environment variables of the trainer alone
 
 
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
-    name: str
-    weight: float
-    group_size: int
-    max_token_length: int
-    module: str | None = None
-    path: str | None = None
-    processes: int = 1
-    args: list[str] = dataclasses.field(default_factory=list)
-    registration_timeout: float = 300.0
+    name: str  # its name in metrics (atropos/env_share/<name>) and logs
+    weight: float  # its share of each batch, relative to the other environments' weights
+    group_size: int  # completions per prompt it sends as one group (--env.group_size)
+    max_token_length: int  # longest sequence it may send, prompt and completion (--env.max_token_length)
+    module: str | None = None  # the Python module of its BaseEnv (python -m), or
+    path: str | None = None  # the file of its BaseEnv; one of module and path
+    processes: int = 1  # copies of it, each registered with run-api
+    args: list[str] = dataclasses.field(default_factory=list)  # more flags of its CLI, e.g. ["--env.seed", "3"]
+    registration_timeout: float = 300.0  # seconds until it must have registered with run-api
     min_batch_allocation: float | None = None  # default: its weight's share when enforce_mix is on
     # The Ray node to run it on, by its address (`ray status`); None: the launcher's own node.
     # Started through the cluster (`ray_init`): see launcher/node_processes.py.
@@ -86,10 +86,10 @@ class EnvSpec:
 
 @dataclasses.dataclass(frozen=True)
 class LauncherConfig:
-    run_dir: str
-    api: ApiSpec
-    trainer: TrainerSpec
-    environments: list[EnvSpec]
+    run_dir: str  # logs, the run's token, the endpoint and names files
+    api: ApiSpec  # run-api (below)
+    trainer: TrainerSpec  # the trainer (below)
+    environments: list[EnvSpec]  # one entry per environment (below)
     process_env: dict[str, str] = dataclasses.field(default_factory=dict)  # for the trainer and environments
     # Concurrent generation workers shared by all environments in proportion to their weights
     # (`--env.max_num_workers` of each process); see environment_manager.py.
@@ -102,8 +102,8 @@ class LauncherConfig:
     # so its batch allocation stops holding batches back) and started again (it registers anew), at
     # most this many times per process. 0: leave it dead (the trainer keeps polling the others).
     max_env_restarts: int = 3
-    shutdown_timeout: float = 30.0
-    status_interval: float = 10.0
+    shutdown_timeout: float = 30.0  # seconds the run's processes get in all to stop after SIGTERM, then SIGKILL
+    status_interval: float = 10.0  # seconds between the launcher's status lines
     # An environment alive but with nothing queued and nothing new trained for this long is named in a
     # warning (again every as many seconds while it stays silent); 0: no warning. See env_activity.py.
     silent_env_warning_s: float = 300.0
@@ -148,6 +148,8 @@ def _check_env(env: EnvSpec, where: str) -> None:
 def load_launcher_config(path: str | Path, dotlist: Sequence[str] = ()) -> LauncherConfig:
     """The YAML at `path` with `key=value` edits (e.g. `api.port=9000`, `environments.0.weight=0.5`)."""
     conf = OmegaConf.load(path)
+    # OmegaConf.update, one edit at a time: OmegaConf.from_dotlist builds mappings only, so an edit of
+    # a list item (environments.0.weight) could not be merged into the YAML's list.
     for item in dotlist:
         key, sep, value = item.partition("=")
         if not sep or not key:

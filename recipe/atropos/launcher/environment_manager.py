@@ -144,6 +144,8 @@ class AtroposEnvironmentManager:
             "--env.inference_weight", f"{self.inference_weight(spec):.6g}",
             "--env.max_num_workers", str(self.workers(spec)),
             "--env.use_wandb", "false",
+            # run-api registers it under this name (BaseEnv sends wandb_name, and run-api answers 422 to None)
+            "--env.wandb_name", spec.name,
             "--openai.server_type", "vllm",
             *allocation_args,
             *inference.environment_args(), *tokenizer_args,

@@ -311,7 +311,7 @@ def run_services(config: LauncherConfig, trainer_overrides: Sequence[str] = ()) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="launcher YAML (see recipe/atropos/launcher/config.py)")
+    parser.add_argument("--config", required=True, help="launcher YAML (its fields: docs/configuration.md)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="edit the launcher YAML, e.g. --set api.port=9000 --set environments.0.weight=0.5")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the trainer")

@@ -4,6 +4,7 @@ config as default) here, `python -m verl.trainer.main_ppo ... trainer_cls=...` i
 outage and resume tests. One trainer run carries several checks: each run costs a minute of start-up."""
 
 from recipe.atropos.examples.smoke_cpu import read_steps, run
+from recipe.atropos.reference.metric_catalog import documented
 
 
 def test_atropos_steps_train_with_gradients_and_verls_validation_runs(tmp_path, capsys):
@@ -29,6 +30,9 @@ def test_atropos_steps_train_with_gradients_and_verls_validation_runs(tmp_path, 
     # the reference equals the policy before the first update, and differs once it has moved
     assert steps[0]["actor/kl_loss"] == 0.0 and steps[-1]["actor/kl_loss"] > 0
     assert "smoke: PASS" in out
+    # every atropos/* metric the run logged is in docs/metrics.md (recipe/atropos/reference/metric_catalog.py)
+    logged = {key for step in steps for key in step if key.startswith("atropos/")}
+    assert len(logged) > 30 and not [key for key in logged if documented(key) is None]
 
     assert "training/global_step" not in by_step[0]  # validation only
     assert any(key.startswith("val-core/") for key in by_step[0])  # before training

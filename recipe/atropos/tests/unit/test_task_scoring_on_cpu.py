@@ -19,6 +19,7 @@ from recipe.atropos.envs.math_env import math_items
     ("First 3 then 4, finally 12.", "12"),
     ("#### $18.50", "18.50"),
     ("no number here", None),
+    ("hence \\boxed{\\frac{3}{4}}", "\\frac{3}{4}"),  # nested braces
 ])
 def test_final_answer_extraction(text, expected):
     assert extract_final_answer(text) == expected
@@ -29,6 +30,14 @@ def test_numeric_scoring():
     assert score_answer("... #### 42.0", "42") == 1.0
     assert score_answer("... #### 41", "42") == 0.0
     assert score_answer("I don't know", "42") == 0.0
+
+
+def test_answers_beyond_plain_numbers_are_graded_by_value():
+    assert score_answer("so \\boxed{\\frac{1}{2}}", "0.5") == 1.0
+    assert score_answer("\\boxed{1/2}", "\\frac{1}{2}") == 1.0
+    assert score_answer("\\boxed{2\\sqrt{2}}", "\\sqrt{8}") == 1.0
+    assert score_answer("\\boxed{\\frac{1}{3}}", "0.5") == 0.0
+    assert score_answer("\\boxed{__import__('os').system('true')}", "0") == 0.0  # not evaluated: too many letters
 
 
 def test_task_generators_are_seeded_and_answerable():
