@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -119,6 +120,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
         self.sample_log = TrainedSampleLog(os.path.join(str(trainer_cfg.default_local_dir), "atropos_samples.jsonl"),
                                            list(trainer_cfg.logger))
         self.step_groups: list = []  # the groups of the batch being trained (none for a fallback step)
+        self.validation_hold_s = 0.0  # environments' requests held at the policy server during validation
 
     def init_workers(self) -> None:
         super().init_workers()
@@ -161,6 +163,22 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             version = None  # still the initial weights
         if self.inference is not None:
             self.inference.resume(version)
+
+    def _validate(self, *args: Any, **kwargs: Any) -> dict:
+        """verl's validation, with the environments' new requests held at the policy server meanwhile
+        (`hold_during_validation`): both would generate on the same replicas, and validation runs several
+        times slower beside them. The gate only closes: requests in flight finish, held ones wait."""
+        hold = (self.inference is not None and self.inference_config.hold_during_validation
+                and self.inference.proxy.is_open)
+        if not hold:
+            return super()._validate(*args, **kwargs)
+        started = time.monotonic()
+        self.inference.pause(self.inference_config.drain_timeout, wait=False)
+        try:
+            return super()._validate(*args, **kwargs)
+        finally:
+            self.inference.resume()
+            self.validation_hold_s += time.monotonic() - started
 
     def _check_weight_sync(self, batch: DataProto, metrics: dict, timing_raw: dict) -> None:
         """Served vs recomputed log-probs of a greedy probe (policy_server/sync_check.py)."""
@@ -356,6 +374,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
     def _step_metrics(self, batch: DataProto, metrics: dict, timing_raw: dict) -> dict[str, float]:
         return {**metrics, "training/global_step": self.global_steps, **self.batch_source.run_metrics(),
                 **(self.inference.metrics() if self.inference is not None else {}),
+                "atropos/inference/validation_hold_s": self.validation_hold_s,
                 **compute_data_metrics(batch=batch, use_critic=self.use_critic),
                 **compute_timing_metrics(batch=batch, timing_raw=timing_raw),
                 **compute_throughout_metrics(batch=batch, timing_raw=timing_raw, n_gpus=self.resource_pool_manager.get_n_gpus())}

@@ -27,6 +27,7 @@ class InferenceConfig:
     weight_sync: bool
     drain_timeout: float
     request_wait_timeout: float
+    hold_during_validation: bool
     sync_check_tokens: int
     sync_check_max_gap: float | None
     max_n: int | None

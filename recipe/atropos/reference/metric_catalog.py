@@ -165,6 +165,9 @@ METRICS: list[MetricDoc] = [
          "request_wait_timeout at a weight sync", "0"),
         ("atropos/inference/last_drain_s", "s", "how long the last weight sync waited for requests in flight",
          "small next to timing_s/step"),
+        ("atropos/inference/validation_hold_s", "s", "time the environments' new requests were held at the policy "
+         "server while verl's validation ran (trainer.atropos_inference.hold_during_validation), so far",
+         "about the validations' duration (timing_s/testing); 0 without validation"),
         ("atropos/inference/refused_requests", "requests", "requests refused (no token, too large, over a limit)",
          "0 from the run's own environments"),
         ("atropos/inference/refused_requests/<reason>", "requests", "refused requests by reason: unauthorized, "

@@ -39,3 +39,7 @@ def test_atropos_steps_train_with_gradients_and_verls_validation_runs(tmp_path, 
     assert not any(key.startswith("val-core/") for key in by_step[1])
     assert any(key.startswith("val-core/") for key in by_step[2])  # at test_freq
     assert any(key.startswith("val-core/") for key in by_step[3])  # at the last step
+    # The environments' requests were held at the policy server during each validation (before training,
+    # at step 2 and at the last step), so the total grows exactly at those steps.
+    held = [by_step[step]["atropos/inference/validation_hold_s"] for step in (1, 2, 3)]
+    assert 0 < held[0] < held[1] < held[2], held
