@@ -15,6 +15,7 @@ from verl.trainer.ppo.utils import Role, need_reference_policy
 
 from recipe.atropos.data.client_config import AtroposClientConfig
 
+
 def check_env_reference_only(atropos: AtroposClientConfig, config: DictConfig) -> None:
     """Stop when env_ref_logprobs_only would change nothing (it never silently turns off)."""
     if not atropos.env_ref_logprobs_only:

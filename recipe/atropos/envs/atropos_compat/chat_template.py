@@ -16,6 +16,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from recipe.atropos.envs.atropos_compat.replace_once import replace_once
 
+
 def _ids_by_default(original: Any) -> Any:
     @functools.wraps(original)
     def apply_chat_template(self: PreTrainedTokenizerBase, *args: Any, **kwargs: Any) -> Any:

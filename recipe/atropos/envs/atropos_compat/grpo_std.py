@@ -16,6 +16,7 @@ from atroposlib.utils import advantages
 
 from recipe.atropos.envs.atropos_compat.replace_once import replace_once
 
+
 def _clamped_variance(original: Any) -> Any:
     @functools.wraps(original)
     def compute_stats(data: Any) -> dict:

@@ -19,6 +19,7 @@ from recipe.atropos.envs.atropos_compat.replace_once import replace_once
 
 logger = logging.getLogger(__name__)
 
+
 def _single_config_as_list(original: Any) -> Any:
     @functools.wraps(original)
     def __init__(self: ServerManager, configs: Any, *args: Any, **kwargs: Any) -> None:

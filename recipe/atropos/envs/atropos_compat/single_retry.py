@@ -13,6 +13,7 @@ from atroposlib.envs.server_handling.server_baseline import APIServer
 
 from recipe.atropos.envs.atropos_compat.replace_once import replace_once
 
+
 def install() -> bool:
     """Replace `APIServer.chat_completion` with the function its outer retry wraps (tenacity keeps it as
     `__wrapped__`); True when active."""
