@@ -142,7 +142,7 @@ class HFCPUServer:
                 logits = out.logits[:, -1].float()
                 sampled_from = logits
                 if step < min_tokens and len(eos):  # no stop token before min_tokens
-                    sampled_from = logits.index_fill(-1, eos[eos < logits.shape[-1]], float("-inf"))
+                    sampled_from = logits.index_fill(-1, eos[(eos >= 0) & (eos < logits.shape[-1])], float("-inf"))
                 next_tokens = sample_next_tokens(sampled_from, temperature, top_p, top_k, generator, min_p)
                 tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
                 if want_logprobs:
