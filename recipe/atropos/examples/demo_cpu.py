@@ -79,6 +79,8 @@ def step_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "poll_wait_s": data.get("atropos/poll_wait_s"),
             "step_time_s": data.get("timing_s/step"),
             "policy_lag_mean": data.get("atropos/policy_lag_mean"),
+            # |sampler's - recomputed log-prob| of the trained tokens (rows that sent inference_logprobs)
+            "rollout_logprob_gap_max": data.get("atropos/rollout_logprob_gap_max"),
             "policy_version": data.get("atropos/inference/policy_version"),
             "entropy": data.get("actor/entropy"),
             "from_atropos": data.get("atropos/from_atropos"),

@@ -131,6 +131,11 @@ def test_demo_trains_on_rollouts_served_by_verls_vllm_replicas(tmp_path):
     # trained data stays within the demo's max_policy_lag of the trained policy.
     assert [row["policy_version"] for row in steps] == list(range(1, STEPS + 1))
     assert steps[-1]["policy_lag_mean"] <= 2
+    # On-policy, the sampler and the trainer agree: at step 1 (lag 0) vLLM's log-probs of the trained tokens
+    # (verl's processed_logprobs, at the row's temperature) equal the fp32 actor's recomputation. The 0.45 seen
+    # on the math demo is the bf16 actor (verl's default mixed precision): docs/cpu_runs.md.
+    assert steps[0]["policy_lag_mean"] == 0.0
+    assert steps[0]["rollout_logprob_gap_max"] < 1e-3, steps[0]
     # After every sync vLLM serves the actor's weights: its log-probs of a greedy probe equal the actor's
     # recomputation, the probe is tagged with the version vLLM reports, and it moves with every update.
     assert all(row["sync_check_tokens"] >= 1 for row in steps)
