@@ -83,7 +83,7 @@ def check(paths: Iterable[Path]) -> list[str]:
     for doc in paths:
         in_fence = False
         for number, line in enumerate(doc.read_text().splitlines(), start=1):
-            where = f"{doc.relative_to(ROOT)}:{number}"
+            where = f"{doc.relative_to(ROOT) if doc.is_relative_to(ROOT) else doc}:{number}"
             if FENCE.match(line):
                 in_fence = not in_fence
                 continue
