@@ -48,13 +48,11 @@ _PASSTHROUGH_SAMPLING = (
     "temperature", "top_p", "top_k", "min_p", "max_tokens", "stop", "stop_token_ids", "repetition_penalty",
     "presence_penalty", "frequency_penalty", "min_tokens", "seed", "ignore_eos",
 )
-# The value of each sampling key that changes nothing: sent with it, a key the backend does not apply
-# is accepted.
+# The value that changes nothing, for each key a backend may not apply (hf_cpu's NOT_APPLIED_SAMPLING):
+# sent with it, the key is accepted.
 _NEUTRAL_SAMPLING = {
-    "stop": lambda value: not value, "stop_token_ids": lambda value: not value, "ignore_eos": lambda value: not value,
-    "repetition_penalty": lambda value: value == 1, "presence_penalty": lambda value: value == 0,
-    "frequency_penalty": lambda value: value == 0, "min_p": lambda value: value == 0,
-    "min_tokens": lambda value: value == 0, "top_k": lambda value: value in (0, -1), "top_p": lambda value: value == 1,
+    "stop": lambda value: not value, "repetition_penalty": lambda value: value == 1,
+    "presence_penalty": lambda value: value == 0, "frequency_penalty": lambda value: value == 0,
 }
 
 
