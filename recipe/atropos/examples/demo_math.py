@@ -52,18 +52,23 @@ HELDOUT_KEYS = (f"val-core/{HELDOUT_SOURCE}/acc/mean@1", f"val-core/{HELDOUT_SOU
 ROLLOUTS: dict[str, list[str]] = {"vllm": ["+cpu_rollout=vllm"], "hf_cpu": []}
 
 
-def write_heldout_parquet(path: Path, n: int, seed: int = HELDOUT_SEED) -> Path:
-    """`n` held-out problems in verl's RL parquet format, prompted as the math environment prompts."""
+def write_problems_parquet(path: Path, items: list, split: str, data_source: str = HELDOUT_SOURCE) -> Path:
+    """Math problems in verl's RL parquet format, prompted as the math environment prompts them."""
     rows = [{
-        "data_source": HELDOUT_SOURCE,
+        "data_source": data_source,
         "prompt": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": item.prompt}],
         "ability": "math",
         "reward_model": {"style": "rule", "ground_truth": item.reference},
-        "extra_info": {"split": "heldout", "index": index},
-    } for index, item in enumerate(heldout_items(n, seed, PRESET, HELDOUT_SHARE))]
+        "extra_info": {"split": split, "index": index},
+    } for index, item in enumerate(items)]
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(path)
     return path
+
+
+def write_heldout_parquet(path: Path, n: int, seed: int = HELDOUT_SEED) -> Path:
+    """`n` held-out problems (a share of the problem space the math environment never serves)."""
+    return write_problems_parquet(path, heldout_items(n, seed, PRESET, HELDOUT_SHARE), "heldout")
 
 
 def standard_error(accuracy: float, n: int) -> float:
