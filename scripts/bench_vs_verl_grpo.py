@@ -106,10 +106,11 @@ def run_verl_grpo(workdir: Path, overrides: list[str], steps: int, timeout_s: fl
         while process.running() and time.monotonic() < min(grace, deadline):
             time.sleep(2.0)
         trained = finished(metrics, steps)
+        own_exit = process.returncode  # None while it still runs
         if process.running():
             print(f"[bench] verl's main_ppo still running ({'after its last step' if trained else f'after {timeout_s:.0f}s'}); "
                   f"stopping it (log {process.log_path})")
-    code = 0 if trained else (process.returncode if process.returncode is not None else 124)
+    code = own_exit if own_exit is not None else (0 if trained else 124)
     return code, [r.get("data", {}) for r in read_step_metrics(metrics)], time.monotonic() - started
 
 
@@ -221,7 +222,7 @@ def main() -> None:
     print(json.dumps({"bench": "vs_verl_grpo", "ratio_steps_per_s": round(ratio, 3) if ratio else None,
                       "steps": args.steps, "skip": args.skip, "groups": args.groups, "samples": args.samples,
                       "runs": rows}))
-    sys.exit(max((row["exit_code"] or 0) for row in rows) and 1)
+    sys.exit(1 if any(row["exit_code"] for row in rows) else 0)
 
 
 if __name__ == "__main__":
