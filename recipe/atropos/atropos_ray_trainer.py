@@ -50,17 +50,34 @@ from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
 from recipe.atropos.env_reference import build_without_reference_model, check_env_reference_only
 from recipe.atropos.auth.ray_auth import check_ray_token_auth
 from recipe.atropos.auth.run_token import required_run_token
+from recipe.atropos.policy_server.admission import AdmissionControl
 from recipe.atropos.policy_server.service import InferenceService, serve_replicas
 from recipe.atropos.policy_server.settings import InferenceConfig
 from recipe.atropos.policy_server.sync_check import WeightSyncCheck, probe_group
 from recipe.atropos.source.batch_journal import RunIdentity, check_checkpoints_are_synchronous
 from recipe.atropos.source.batch_source import AtroposBatchSource, AtroposStopError, Registration
-from recipe.atropos.source.policy_lag import group_version
+from recipe.atropos.source.policy_lag import group_version, sequence_versions
 from verl_patches.hf_cpu_rollout import BACKEND_NAME as HF_CPU, NOT_APPLIED_SAMPLING
 
 __all__ = ["AtroposStopError", "RayGRPOAtroposTrainer"]
 
 logger = logging.getLogger(__name__)
+
+
+def check_admission_control(settings: InferenceConfig, max_policy_lag: int | None) -> None:
+    """Admission control bounds the policy lag it is given: without one (or without the policy server
+    or weight sync, which give the versions) it could not take effect, so the run stops here."""
+    if not settings.admission_control:
+        return
+    if not settings.enable:
+        raise ValueError("trainer.atropos_inference.admission_control holds requests at the policy server: it needs "
+                         "trainer.atropos_inference.enable=true")
+    if not settings.weight_sync:
+        raise ValueError("trainer.atropos_inference.admission_control bounds the policy lag, which stays 0 without "
+                         "weight sync: set trainer.atropos_inference.weight_sync=true or admission_control=false")
+    if max_policy_lag is None:
+        raise ValueError("trainer.atropos_inference.admission_control keeps what environments generate within "
+                         "trainer.atropos.max_policy_lag steps: set trainer.atropos.max_policy_lag (e.g. 2)")
 
 
 class RayGRPOAtroposTrainer(RayPPOTrainer):
@@ -107,6 +124,7 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             checkpoint_dir=str(trainer_cfg.default_local_dir), save_checkpoint_interval=int(trainer_cfg.save_freq),
             wandb_group=str(trainer_cfg.experiment_name), wandb_project=str(trainer_cfg.project_name))
         self.batch_source = AtroposBatchSource(client, registration, max_policy_lag=max_policy_lag)
+        check_admission_control(self.inference_config, max_policy_lag)
         self.inference: InferenceService | None = None
         self.resumed_step = 0
         # Colocated engines that free their memory for training cannot serve environments meanwhile.
@@ -143,7 +161,20 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
                 int(self.config.actor_rollout_ref.rollout.n), self.max_response_length,
                 self.atropos_config.allow_response_truncation, backend=rollout.name,
                 not_applied=NOT_APPLIED_SAMPLING if rollout.name == HF_CPU else ()),
-            replica_addresses=[str(address) for address in self.llm_server_manager.server_addresses])
+            replica_addresses=[str(address) for address in self.llm_server_manager.server_addresses],
+            admission=self._admission_control())
+        if self.inference.proxy.admission is not None:
+            self.batch_source.trainer_waiting = self.inference.trainer_waiting
+            self.batch_source.groups_pulled = self._groups_pulled
+
+    def _admission_control(self) -> AdmissionControl | None:
+        """The window of environments' requests that can still be trained fresh (policy_server/admission.py)."""
+        if not self.inference_config.admission_control:
+            return None
+        return AdmissionControl(self.batch_source.sequences_per_step, self.batch_source.max_policy_lag,
+                                shares=self.inference_config.admission_shares,
+                                starved_grace_s=self.inference_config.admission_starved_grace_s,
+                                max_hold_s=self.inference_config.request_wait_timeout)
 
     def _pause_inference(self, timing_raw: dict, wait: bool = True) -> None:
         if self.inference is not None and self.inference.proxy.is_open:
@@ -163,6 +194,12 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             version = None  # still the initial weights
         if self.inference is not None:
             self.inference.resume(version)
+
+    def _groups_pulled(self, groups: list) -> None:
+        """Tell admission control the (environment name, policy version) of each sequence pulled."""
+        registry, names = self.batch_source.version_registry, self.batch_source.step_env_names
+        self.inference.delivered([(names.get(group.env_id), version) for group in groups
+                                  for version in sequence_versions(group, registry)])
 
     def _validate(self, *args: Any, **kwargs: Any) -> dict:
         """verl's validation, with the environments' new requests held at the policy server meanwhile

@@ -19,6 +19,7 @@ Run: `python -m recipe.atropos.envs.learnable_env serve --env.rollout_server_url
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -40,6 +41,8 @@ class LearnableEnvConfig(BaseEnvConfig):
     max_completion_tokens: int = Field(default=16, description="Tokens generated per completion.")
     temperature: float = Field(default=1.0, description="Sampling temperature.")
     token_advantages: bool = Field(default=False, description="Send per-token advantages with every group.")
+    score_delay_s: float = Field(default=0.0, ge=0.0, description="Seconds each group's scoring takes after its "
+                                 "completions come back (a slow environment, for benchmarks and tests).")
 
 
 class LearnableEnv(BaseEnv):
@@ -66,6 +69,8 @@ class LearnableEnv(BaseEnv):
             await managed.completion(prompt=item, n=cfg.group_size, max_tokens=cfg.max_completion_tokens,
                                      temperature=cfg.temperature)
             nodes = managed.get_state()["nodes"]
+        if cfg.score_delay_s:
+            await asyncio.sleep(cfg.score_delay_s)
         group = ScoredDataGroup(tokens=[], masks=[], scores=[], inference_logprobs=[], advantages=[],
                                 overrides=[], group_overrides={},
                                 # the trainer recomputes log-probs at the temperature stated here

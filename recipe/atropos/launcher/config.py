@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from recipe.atropos.policy_server.environment_paths import environment_path
 from recipe.atropos.structured_config import typed_config
 
 RECIPE_CONFIG_DIR = Path(__file__).parents[1] / "config"
@@ -134,6 +135,10 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 
 
 def _check_env(env: EnvSpec, where: str) -> None:
+    try:
+        environment_path(env.name)
+    except ValueError as exc:
+        raise LauncherConfigError(f"{where}.name: {exc}") from None
     if bool(env.module) == bool(env.path):
         raise LauncherConfigError(f"{where}: give exactly one of 'module' and 'path'")
     if env.min_batch_allocation is not None and not 0 < env.min_batch_allocation <= 1:

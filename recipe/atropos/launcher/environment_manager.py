@@ -148,7 +148,7 @@ class AtroposEnvironmentManager:
             "--env.wandb_name", spec.name,
             "--openai.server_type", "vllm",
             *allocation_args,
-            *inference.environment_args(), *tokenizer_args,
+            *inference.environment_args(spec.name), *tokenizer_args,
             "--slurm", "false",
             *spec.args,
         ]

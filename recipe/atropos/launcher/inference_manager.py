@@ -18,6 +18,7 @@ from typing import Any
 import requests
 
 from recipe.atropos.net import direct_http
+from recipe.atropos.policy_server.environment_paths import environment_path
 
 
 class InferenceNotReadyError(RuntimeError):
@@ -60,8 +61,10 @@ class UnifiedInferenceManager:
         except requests.RequestException:
             return False
 
-    def environment_args(self) -> list[str]:
-        """The `--openai.*` flags pointing an Atropos environment at verl's policy server."""
+    def environment_args(self, name: str) -> list[str]:
+        """The `--openai.*` flags pointing Atropos environment `name` at verl's policy server, under its
+        own path (policy_server/environment_paths.py: admission control knows it by that)."""
         if self.endpoint is None:
             raise InferenceNotReadyError("wait_ready() first")
-        return ["--openai.base_url", self.endpoint["openai_base_url"], "--openai.model_name", self.endpoint["model_name"]]
+        return ["--openai.base_url", f"{self.endpoint['base_url']}{environment_path(name)}/v1",
+                "--openai.model_name", self.endpoint["model_name"]]

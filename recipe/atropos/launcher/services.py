@@ -129,6 +129,9 @@ class ServicesLauncher:
             f"trainer.atropos.api_url={self.api.url}",
             f"trainer.atropos_inference.endpoint_file={self.inference.endpoint_file}",
             f"trainer.atropos.env_names_file={self.environments.names_file}",
+            # each environment's share of admission control's window (used when that is on)
+            "trainer.atropos_inference.admission_shares={" + ",".join(
+                f"{name}:{share:.6g}" for name, share in self.config.weights.items()) + "}",
             f"++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={self.metrics_file}",
             *([] if self.token else ["trainer.atropos.require_token=false"]),
             *self.trainer_overrides,

@@ -34,6 +34,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from recipe.atropos.policy_server.admission import AdmissionControl
+from recipe.atropos.policy_server.environment_paths import REQUEST_ENVIRONMENT
 from recipe.atropos.source.policy_versions import PolicyVersionRegistry
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,8 @@ class InferenceProxy:
             otherwise `n` completions are `n` concurrent `generate` calls.
         request_wait_timeout: longest wait in seconds of a new request at a closed gate.
         registry: where served completions are recorded with their policy version.
+        admission: holds environments' requests so that nothing is trained stale (admission.py);
+            None: every request goes on at once.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class InferenceProxy:
         batched: bool = False,
         request_wait_timeout: float = 600.0,
         registry: PolicyVersionRegistry | None = None,
+        admission: AdmissionControl | None = None,
     ) -> None:
         if not servers:
             raise ValueError("InferenceProxy needs at least one replica server")
@@ -110,6 +115,7 @@ class InferenceProxy:
         self.request_wait_timeout = request_wait_timeout
         self.registry = registry if registry is not None else PolicyVersionRegistry()
         self.stats = ProxyStats()
+        self.admission = admission
         self.policy_version = 0
         self._next_server = itertools.cycle(range(len(self.servers)))
         self._open: asyncio.Event | None = None
@@ -133,9 +139,26 @@ class InferenceProxy:
     def is_open(self) -> bool:
         return self._open is None or self._open.is_set()
 
-    async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], n: int = 1) -> list[Completion]:
-        """`n` completions of `prompt_ids` from one replica, through the gate."""
+    async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], n: int = 1,
+                       *, through_admission: bool = True) -> list[Completion]:
+        """`n` completions of `prompt_ids` from one replica, through admission control (an environment's
+        request; the trainer's own probes skip it) and the gate."""
         self._ensure_loop_state()
+        environment = REQUEST_ENVIRONMENT.get()
+        held = through_admission and self.admission is not None
+        admitted_at = await self.admission.admit(n, environment) if held else None
+        try:
+            completions = await self._generate_through_gate(prompt_ids, sampling_params, n)
+        except BaseException:
+            if admitted_at is not None:
+                await self.admission.withdraw(environment, admitted_at, n)
+            raise
+        if admitted_at is not None:
+            self.admission.served(environment, admitted_at, (c.policy_version for c in completions))
+        return completions
+
+    async def _generate_through_gate(self, prompt_ids: list[int], sampling_params: dict[str, Any],
+                                     n: int) -> list[Completion]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_wait_timeout
         # Checked again after every wake-up: a resume() at once followed by pause() wakes the waiters of

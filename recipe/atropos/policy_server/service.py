@@ -5,7 +5,8 @@ loop in a daemon thread. The trainer's thread closes and opens the proxy's gate 
 `pause`/`resume`, which run on that loop. Once listening, the address is written to an endpoint
 file (atomically), which is how the launcher learns that inference is ready.
 
-Every route but `GET /health` needs the run's token (environments send it as their OpenAI
+Each environment calls it under its own path (`/env-<name>/...`, environment_paths.py). Every
+route but `GET /health` needs the run's token (environments send it as their OpenAI
 `api_key`: a Bearer header); bodies are capped; without a token the server binds loopback only.
 """
 
@@ -25,6 +26,8 @@ import uvicorn
 from recipe.atropos.auth.asgi_guard import TokenGuard
 from recipe.atropos.auth.bind_check import check_bind
 from recipe.atropos.net.addresses import advertised_host, http_url
+from recipe.atropos.policy_server.admission import AdmissionControl
+from recipe.atropos.policy_server.environment_paths import EnvironmentPaths
 from recipe.atropos.policy_server.routes import PolicyApi, RequestLimits, build_app
 from recipe.atropos.policy_server.proxy import Completion, InferenceProxy
 from recipe.atropos.policy_server.settings import InferenceConfig
@@ -59,8 +62,8 @@ class InferenceService:
         self.model_name = model_name
         self.host = host
         self.api = PolicyApi(proxy, tokenizer, model_name, limits)
-        self.app = TokenGuard(build_app(self.api), token, max_body_bytes=max_body_bytes, open_paths=(HEALTH_PATH,),
-                              on_refused=self._count_refused)
+        self.app = EnvironmentPaths(TokenGuard(build_app(self.api), token, max_body_bytes=max_body_bytes,
+                                               open_paths=(HEALTH_PATH,), on_refused=self._count_refused))
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))  # bound here, so a taken port fails in the trainer's thread with its name
@@ -122,6 +125,7 @@ class InferenceService:
             "atropos/inference/cache_resets": float(stats.cache_resets),
             "atropos/inference/rejected_requests": float(stats.rejected_requests),
             "atropos/inference/last_drain_s": float(stats.last_drain_s),
+            **(self._run(self.proxy.admission.metrics(), timeout=30.0) if self.proxy.admission is not None else {}),
         }
 
     def _run(self, coro: Any, timeout: float | None = None) -> Any:
@@ -132,7 +136,7 @@ class InferenceService:
     def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], n: int = 1,
                  timeout: float | None = None) -> list[Completion]:
         """`n` completions through the proxy (its gate, round-robin and version tags), from the trainer's thread."""
-        return self._run(self.proxy.generate(prompt_ids, sampling_params, n), timeout)
+        return self._run(self.proxy.generate(prompt_ids, sampling_params, n, through_admission=False), timeout)
 
     def pause(self, drain_timeout: float, wait: bool = True) -> bool:
         """Close the gate and drain (bounded); False when requests were still in flight at the timeout.
@@ -140,7 +144,23 @@ class InferenceService:
         return self._run(self.proxy.pause(drain_timeout, wait), timeout=drain_timeout + 30.0)
 
     def resume(self, policy_version: int | None = None) -> None:
-        self._run(self.proxy.resume(policy_version), timeout=30.0)
+        self._run(self._resume(policy_version), timeout=30.0)
+
+    async def _resume(self, policy_version: int | None) -> None:
+        if self.proxy.admission is not None and policy_version is not None:
+            await self.proxy.admission.advance(policy_version)
+        await self.proxy.resume(policy_version)
+
+    def delivered(self, sequences: list[tuple[str | None, int | None]]) -> None:
+        """The trainer pulled sequences of (environment name, policy version): admission control's
+        window has room for as many again."""
+        if self.proxy.admission is not None:
+            self._run(self.proxy.admission.delivered(sequences), timeout=30.0)
+
+    def trainer_waiting(self, waiting: bool) -> None:
+        """The trainer waits for its next batch, or has it (admission control's starvation rule)."""
+        if self.proxy.admission is not None:
+            self._run(self.proxy.admission.trainer_waiting(waiting), timeout=30.0)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._server.should_exit = True
@@ -152,7 +172,8 @@ class InferenceService:
 def serve_replicas(server_handles: list, tokenizer: Any, settings: InferenceConfig, *, batched: bool,
                    registry: PolicyVersionRegistry, policy_version: int, endpoint_path: str,
                    tokenizer_path: str, token: str | None, limits: RequestLimits,
-                   replica_addresses: list[str] | None = None) -> InferenceService:
+                   replica_addresses: list[str] | None = None,
+                   admission: AdmissionControl | None = None) -> InferenceService:
     """The policy server over verl's rollout replica handles, started, its endpoint file written.
 
     `batched`: the replicas take one request for all `n` completions (hf_cpu); otherwise `n`
@@ -160,10 +181,13 @@ def serve_replicas(server_handles: list, tokenizer: Any, settings: InferenceConf
     `replica_addresses` (verl's own servers' host:port, e.g. vLLM's OpenAI server) go into the
     endpoint file for diagnostics and benchmarks; environments use the proxy. `token`: the run's
     secret every request but `/health` must carry (None: none, loopback only); `limits`: the most
-    completions and tokens one request may ask for."""
+    completions and tokens one request may ask for; `admission`: environments' requests held so that
+    nothing is trained stale (admission.py; None: off)."""
     proxy = InferenceProxy(server_handles, batched=batched, request_wait_timeout=settings.request_wait_timeout,
-                           registry=registry)
+                           registry=registry, admission=admission)
     proxy.policy_version = policy_version
+    if admission is not None:
+        admission.version = policy_version
     service = InferenceService(proxy, tokenizer, settings.model_name, settings.host, settings.port, token=token,
                                limits=limits, max_body_bytes=int(settings.max_body_mb * 1024**2),
                                advertise_host=settings.advertise_host)

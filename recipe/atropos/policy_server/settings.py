@@ -28,6 +28,9 @@ class InferenceConfig:
     drain_timeout: float
     request_wait_timeout: float
     hold_during_validation: bool
+    admission_control: bool
+    admission_starved_grace_s: float
+    admission_shares: dict[str, float] | None
     sync_check_tokens: int
     sync_check_max_gap: float | None
     max_n: int | None
@@ -40,12 +43,16 @@ class InferenceConfig:
         config = load_section(cls, DEFAULTS_FILE, overrides, "trainer.atropos_inference")
         if not 0 <= config.port < 65536:
             raise ValueError(f"trainer.atropos_inference.port must be in [0, 65535], got {config.port}")
-        for name in ("drain_timeout", "request_wait_timeout"):
+        for name in ("drain_timeout", "request_wait_timeout", "admission_starved_grace_s"):
             if getattr(config, name) <= 0:
                 raise ValueError(f"trainer.atropos_inference.{name} must be > 0, got {getattr(config, name)}")
         for name in ("max_n", "max_tokens"):
             if getattr(config, name) is not None and getattr(config, name) < 1:
                 raise ValueError(f"trainer.atropos_inference.{name} must be >= 1 or null, got {getattr(config, name)}")
+        if config.admission_shares is not None and (
+                not config.admission_shares or any(not share > 0 for share in config.admission_shares.values())):
+            raise ValueError("trainer.atropos_inference.admission_shares must give every environment a share > 0, got "
+                             f"{config.admission_shares}")
         if config.max_body_mb <= 0:
             raise ValueError(f"trainer.atropos_inference.max_body_mb must be > 0, got {config.max_body_mb}")
         if config.sync_check_tokens < 0:

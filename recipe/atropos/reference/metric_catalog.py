@@ -172,6 +172,20 @@ METRICS: list[MetricDoc] = [
          "0 from the run's own environments"),
         ("atropos/inference/refused_requests/<reason>", "requests", "refused requests by reason: unauthorized, "
          "too_large, over_limit", "0; unauthorized counts callers without the run's token"),
+        ("atropos/inference/admission/held_requests", "requests", "environments' requests held for room in the "
+         "admission window so far (trainer.atropos_inference.admission_control)", "grows while environments run ahead"),
+        ("atropos/inference/admission/held_s", "s", "those requests' waits, summed", "grows with held_requests"),
+        ("atropos/inference/admission/released_starved", "requests", "requests admitted in the room the trainer's "
+         "wait for data added (a step's sequences per admission_starved_grace_s waited)", "0 or small; steady growth "
+         "means completions are lost on the way (groups environments discard) or groups need several requests"),
+        ("atropos/inference/admission/released_max_hold", "requests", "held requests let through after "
+         "request_wait_timeout", "0"),
+        ("atropos/inference/admission/outstanding", "completions", "completions admitted at versions still inside "
+         "the window and not pulled by the trainer yet", "at most capacity"),
+        ("atropos/inference/admission/outstanding/<environment>", "completions", "of those, the environment's "
+         "(with trainer.atropos_inference.admission_shares, which the launcher sets)", "at most its share of capacity"),
+        ("atropos/inference/admission/capacity", "completions", "the window: max_policy_lag (at least 1) x sequences "
+         "per step", "constant"),
     ),
     *_section(
         SYNC,

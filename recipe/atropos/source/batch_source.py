@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from recipe.atropos.data.batch_metrics import load_env_names
 from recipe.atropos.data.client_config import AtroposClientConfig
@@ -28,7 +29,7 @@ from recipe.atropos.data.errors import (
     AtroposNotRegisteredError,
     AtroposUnavailableError,
 )
-from recipe.atropos.data.scored_group import AtroposBatch
+from recipe.atropos.data.scored_group import AtroposBatch, ScoredGroup
 from recipe.atropos.data.trajectory_api_client import AtroposEnvironmentClient
 from recipe.atropos.source.batch_journal import BatchJournal, RunIdentity, open_journal
 from recipe.atropos.source.batch_prefetcher import BatchPrefetcher
@@ -102,6 +103,10 @@ class AtroposBatchSource:
         self.buffer_dropped_total = 0
         self.dropped_groups_total = 0
         self.step_drops = StepDrops()  # what the current step dropped while gathering its batch
+        # For the policy server's admission control: told when the trainer starts and stops waiting for a
+        # step's batch, and given the valid groups of every batch pulled from the server.
+        self.trainer_waiting: Callable[[bool], None] | None = None
+        self.groups_pulled: Callable[[list[ScoredGroup]], None] | None = None
         self.gathering_ran_out = ""  # why the current step's gathering ended without a batch, when it did
         self.api_down = False  # ... because the API could not be reached
         # Seconds of `/batch` polling (wherever it ran), and of it what the trainer waited for.
@@ -156,7 +161,13 @@ class AtroposBatchSource:
         self.step_drops = StepDrops()
         self.gathering_ran_out, self.api_down = "", False
         replayed = bool(self.replay_steps)
-        batch = self._replayed_batch(step) if replayed else self._fresh_batch(step)
+        if self.trainer_waiting is not None:
+            self.trainer_waiting(True)
+        try:
+            batch = self._replayed_batch(step) if replayed else self._fresh_batch(step)
+        finally:
+            if self.trainer_waiting is not None:
+                self.trainer_waiting(False)
         metrics = self._drop_metrics()
         if batch is None or not batch.groups:
             return None, {**self._ran_out(step), **metrics}
@@ -361,6 +372,8 @@ class AtroposBatchSource:
             if batch is None:
                 return None
             polled.append(batch)
+            if not pending:  # a prefetched batch was reported when the prefetch pulled it
+                self._report_pulled(batch)
             for bad in batch.invalid:
                 self.step_drops.add(f"invalid_{bad.metric_key}", bad.env_id)
             if not batch.groups:
@@ -403,7 +416,16 @@ class AtroposBatchSource:
         batch = self.client.poll_batch(stop=stop)
         if batch is not None and batch.groups:
             self.journal.save_prefetched([group.to_scored_data() for group in batch.groups])
+        self._report_pulled(batch)
         return batch
+
+    def _report_pulled(self, batch: AtroposBatch | None) -> None:
+        """Hand a pulled batch's valid groups to `groups_pulled` (admission control), as soon as they are pulled."""
+        if self.groups_pulled is not None and batch is not None and batch.groups:
+            try:
+                self.groups_pulled(batch.groups)
+            except Exception:  # noqa: BLE001 (accounting only: the batch is ours and journaled either way)
+                logger.exception("could not tell admission control about %d pulled group(s)", len(batch.groups))
 
     def _prefetched_batch(self, step: int, deadline: float) -> AtroposBatch | None:
         """The prefetched batch; when its poll failed (server gone, registration lost), the usual path
@@ -413,7 +435,9 @@ class AtroposBatchSource:
         except (AtroposUnavailableError, AtroposNotRegisteredError) as exc:
             logger.warning("prefetch poll failed (%s): polling again in the trainer", exc)
             self.registered = False
-            return self._poll(step, deadline)
+            batch = self._poll(step, deadline)
+            self._report_pulled(batch)
+            return batch
         if batch is None:
             logger.warning("No Atropos batch within %.1fs (prefetch)", self.config.max_wait_time)
             return None

@@ -39,15 +39,16 @@ def sequence_version(tokens: np.ndarray, masks: np.ndarray, registry: PolicyVers
     return None if not versions or None in versions else min(versions)
 
 
+def sequence_versions(group: ScoredGroup, registry: PolicyVersionRegistry) -> list[int | None]:
+    """The policy version of each of the group's sequences (None where unknown)."""
+    return [sequence_version(tokens, masks, registry)
+            for tokens, masks in zip(group.split(group.tokens), group.split(group.masks))]
+
+
 def group_version(group: ScoredGroup, registry: PolicyVersionRegistry) -> int | None:
     """The oldest policy version among the group's completions; None if any is unknown."""
-    versions = []
-    for tokens, masks in zip(group.split(group.tokens), group.split(group.masks)):
-        version = sequence_version(tokens, masks, registry)
-        if version is None:
-            return None
-        versions.append(version)
-    return min(versions) if versions else None
+    versions = sequence_versions(group, registry)
+    return None if not versions or None in versions else min(versions)
 
 
 @dataclasses.dataclass

@@ -66,3 +66,5 @@ def test_launcher_configs_compose_the_trainer_command(launcher_yaml, tmp_path):
     assert composed.trainer.atropos.env_names_file == str(tmp_path / "env_names.json")
     assert composed.actor_rollout_ref.model.path == "/models/m"
     assert composed.trainer.atropos.max_policy_lag == 2
+    # Each environment's share of admission control's window: its weight's.
+    assert dict(composed.trainer.atropos_inference.admission_shares) == pytest.approx(config.weights)

@@ -86,5 +86,7 @@ def test_launcher_config_errors_name_the_field(tmp_path):
         load_launcher_config(DEMO_CONFIG, ["silent_env_warning_s=-1"])
     with pytest.raises(LauncherConfigError, match=r"environments\[0\]: give exactly one of 'module' and 'path'"):
         load_launcher_config(DEMO_CONFIG, ["environments.0.path=x.py"])
+    with pytest.raises(LauncherConfigError, match=r"environments\[0\]\.name: .*cannot name a policy server path"):
+        load_launcher_config(DEMO_CONFIG, ["environments.0.name=my env"])
     config = load_launcher_config(DEMO_CONFIG)
     assert config.weights == {"learnable": 1.0} and config.api.host == "127.0.0.1"

@@ -13,10 +13,10 @@ from typing import Any
 
 @contextlib.contextmanager
 def serving(model_dir: Path, response_length: int = 16, token: str | None = None,
-            limits: Any = None, host: str = "127.0.0.1") -> Iterator[SimpleNamespace]:
+            limits: Any = None, host: str = "127.0.0.1", admission: Any = None) -> Iterator[SimpleNamespace]:
     """The policy server bound to `host`; `token`: the secret it requires (none by default), `limits`:
     its RequestLimits (by default no caps, and the sampling keys hf_cpu does not apply refused, as the
-    trainer serves it)."""
+    trainer serves it); `admission`: its AdmissionControl (none by default)."""
     from transformers import AutoTokenizer
 
     from recipe.atropos.policy_server.proxy import InferenceProxy
@@ -26,7 +26,7 @@ def serving(model_dir: Path, response_length: int = 16, token: str | None = None
 
     config = SimpleNamespace(prompt_length=480, response_length=response_length, max_model_len=None, seed=0)
     server = HFCPUServer(config, SimpleNamespace(local_path=str(model_dir), path=str(model_dir)), replica_rank=0)
-    proxy = InferenceProxy([server], batched=True, request_wait_timeout=30.0)
+    proxy = InferenceProxy([server], batched=True, request_wait_timeout=30.0, admission=admission)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     service = InferenceService(proxy, tokenizer, model_name="policy", host=host, token=token,
                                limits=limits or RequestLimits(not_applied=NOT_APPLIED_SAMPLING, backend=BACKEND_NAME))
@@ -57,3 +57,13 @@ def build_tiny_llama_with_smollm2_tokenizer(out_dir: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
+    """Return once `predicate()` holds; fail naming `what` after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"waited {timeout:.0f}s for {what}"
+        time.sleep(0.01)
