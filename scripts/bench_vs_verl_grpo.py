@@ -94,8 +94,7 @@ def run_verl_grpo(workdir: Path, overrides: list[str], steps: int, timeout_s: fl
     env = {**load_launcher_config(DEMO_CONFIG).process_env, "VERL_PLATFORM": "cpu", "VERL_FILE_LOGGER_PATH": str(metrics)}
     started = time.monotonic()
     process = ManagedProcess("verl_main_ppo", command, log_path=workdir / "trainer.log", env=env)
-    with process:
-        process.start()
+    with process:  # started here, stopped (process group and descendants) on the way out
         deadline = started + timeout_s
         while process.running() and time.monotonic() < deadline and not finished(metrics, steps):
             process.track_children()
