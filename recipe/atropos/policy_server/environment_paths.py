@@ -16,12 +16,13 @@ import re
 from typing import Any
 
 REQUEST_ENVIRONMENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_environment", default=None)
-_PREFIX = re.compile(r"^/env-([A-Za-z0-9_.-]{1,64})(/.*)$")
+_NAME = r"[A-Za-z0-9_.-]{1,64}"
+_PREFIX = re.compile(rf"^/env-({_NAME})(/.*)$")
 
 
 def environment_path(name: str) -> str:
     """The path prefix of environment `name`'s requests."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+    if not re.fullmatch(_NAME, name):
         raise ValueError(f"environment name {name!r} cannot name a policy server path: use [A-Za-z0-9_.-], at most 64")
     return f"/env-{name}"
 
