@@ -47,7 +47,9 @@ def ray_head(tmp_path):
     head = ManagedProcess("ray-head", [RAY, "start", "--head", "--block", f"--port={gcs_port}", "--num-cpus=1",
                                        f"--ray-client-server-port={client_port}", f"--dashboard-port={dashboard_port}",
                                        "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-                          log_path=log, env={**env_without_tokens(), RAY_AUTH_MODE_ENV: "token",
+                          # RAY_TMPDIR as well: the Ray Client server's per-client servers do not get
+                          # --temp-dir and exit silently while another Ray instance on the host uses /tmp/ray.
+                          log_path=log, env={**env_without_tokens(), "RAY_TMPDIR": temp_dir, RAY_AUTH_MODE_ENV: "token",
                                              RAY_AUTH_TOKEN_PATH_ENV: str(token_file)})
     head.start()
     try:
