@@ -283,9 +283,12 @@ class HFCPUServerAdapter(_adapter_base()):
     async def update_weights(self, weights, global_steps: int | None = None, wire_format: str = "named_tensors", **kwargs: Any) -> None:  # noqa: ANN001
         if wire_format != "named_tensors":
             raise NotImplementedError(f"{BACKEND_NAME} rollout supports wire_format='named_tensors', got {wire_format!r}")
-        # Every rank drains the stream (it may hold collectives); the server's rank sends it on.
+        from verl.workers.rollout.utils import ensure_async_iterator
+
+        # Every rank drains the stream (it may hold collectives); the server's rank sends it on. The stream
+        # is a generator from the actor's engine (colocated) or an async one from a checkpoint engine.
         state = {}
-        for name, tensor in weights:
+        async for name, tensor in ensure_async_iterator(weights):
             if hasattr(tensor, "full_tensor"):
                 tensor = tensor.full_tensor()
             if self.has_server:

@@ -181,13 +181,21 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
             with marked_timer("inference_drain", timing_raw, color="blue"):
                 self.inference.pause(self.inference_config.drain_timeout, wait)
 
-    def _sync_weights(self, timing_raw: dict) -> None:
+    def _free_replicas_for_training(self, timing_raw: dict) -> None:
+        """Colocated engines give their memory back for training (and stop serving environments meanwhile)."""
+        if self.pause_inference_while_training:
+            self._pause_inference(timing_raw)
+        self.checkpoint_manager.sleep_replicas()
+
+    def _sync_weights(self, metrics: dict, timing_raw: dict) -> None:
         """Push the updated weights to the replicas while new environment requests wait at the gate
-        (requests in flight are drained first, unless the replica orders weight loads itself)."""
+        (requests in flight are drained first, unless the replica orders weight loads itself); the
+        checkpoint engine's own figures (`checkpoint_engine/*`, none for verl's colocated `naive`) go
+        into the step's metrics."""
         if self.inference_config.weight_sync:
             self._pause_inference(timing_raw, wait=not self.replica_orders_weight_loads)
             with marked_timer("update_weights", timing_raw, color="red"):
-                self.checkpoint_manager.update_weights(self.global_steps)
+                metrics.update(self.checkpoint_manager.update_weights(self.global_steps) or {})
             version = self.global_steps
         else:
             self.checkpoint_manager.wake_up_replicas()
@@ -339,9 +347,8 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
     # ------------------------------------------------------------------ the step
     def _train_on_batch(self, batch: DataProto, metrics: dict, timing_raw: dict) -> DataProto:
         """verl's GRPO update on a ready batch (prompts, responses, masks, token_level_scores, uid)."""
-        if self.pause_inference_while_training:  # colocated engines give their memory back for training
-            self._pause_inference(timing_raw)
-        self.checkpoint_manager.sleep_replicas()
+        completions_before = self.inference.proxy.stats.completions if self.inference is not None else 0
+        self._free_replicas_for_training(timing_raw)
         if self.config.trainer.balance_batch:
             self._balance_batch(batch, metrics=metrics)
         batch.meta_info["global_token_num"] = torch.sum(batch.batch["attention_mask"], dim=-1).tolist()
@@ -387,7 +394,10 @@ class RayGRPOAtroposTrainer(RayPPOTrainer):
                 self._save_checkpoint()
             self.batch_source.checkpoint_saved(self.global_steps)
         self.batch_source.step_trained(self.global_steps, checkpointing=save_freq > 0)
-        self._sync_weights(timing_raw)
+        if self.inference is not None:
+            metrics["atropos/inference/completions_while_training"] = float(
+                self.inference.proxy.stats.completions - completions_before)
+        self._sync_weights(metrics, timing_raw)
         self._check_weight_sync(batch, metrics, timing_raw)
         return batch
 

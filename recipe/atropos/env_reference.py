@@ -33,11 +33,16 @@ def check_env_reference_only(atropos: AtroposClientConfig, config: DictConfig) -
 
 
 def build_without_reference_model(role_worker_mapping: dict, resource_pool_manager: Any) -> bool:
-    """Turn the fused actor+reference role into the plain actor role (same worker class and pool),
-    so the worker loads no reference weights; True when a reference model was to be built."""
+    """Turn the fused actor+reference role into the plain actor role (same worker class and pool), or
+    drop the reference's own role (the separated layout), so no worker loads reference weights; True
+    when a reference model was to be built."""
+    pools = resource_pool_manager.mapping
+    if Role.RefPolicy in role_worker_mapping:
+        role_worker_mapping.pop(Role.RefPolicy)
+        pools.pop(Role.RefPolicy)
+        return True
     if Role.ActorRolloutRef not in role_worker_mapping:
         return False
     role_worker_mapping[Role.ActorRollout] = role_worker_mapping.pop(Role.ActorRolloutRef)
-    pools = resource_pool_manager.mapping
     pools[Role.ActorRollout] = pools.pop(Role.ActorRolloutRef)
     return True

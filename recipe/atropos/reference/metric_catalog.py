@@ -156,6 +156,9 @@ METRICS: list[MetricDoc] = [
         ("atropos/inference/requests", "requests", "requests served so far", "grows every step"),
         ("atropos/inference/completions", "completions", "completions served so far", "grows every step"),
         ("atropos/inference/completion_tokens", "tokens", "completion tokens served so far", "grows every step"),
+        ("atropos/inference/completions_while_training", "completions", "completions the environments got while "
+         "the step trained (from its batch to its weight sync)", "above 0 where the replicas serve during "
+         "training (hf_cpu, vLLM on CPU, the separated topology); 0 with colocated engines that free their memory"),
         ("atropos/inference/drain_timeouts", "syncs", "weight syncs that went ahead before requests in flight "
          "finished (trainer.atropos_inference.drain_timeout)", "0"),
         ("atropos/inference/straddled_completions", "completions", "completions decoded across a weight sync "
