@@ -4,9 +4,9 @@ verl 0.9.1's checkpoint engines for separated rollout replicas (nccl, hccl, nixl
 all need an accelerator's transport; on CPU none registers, and `naive` only serves rollouts that
 live inside the actor's own worker. This one needs nothing but Ray, on any device and across nodes:
 
-- the actor's rank 0 (verl's `is_master`) cuts its full tensors into buckets of at most
-  `update_weights_bucket_megabytes`, `ray.put`s each and posts the reference on a `WeightBoard`
-  actor; the other ranks only drain the stream (FSDP gathers each tensor collectively);
+- the actor's rank 0 (verl's `is_master`) fills buckets of full tensors up to
+  `update_weights_bucket_megabytes` (a tensor is never split), `ray.put`s each and posts the
+  reference on a `WeightBoard` actor; the other ranks only drain the stream (FSDP gathers each tensor collectively);
 - every rollout worker reads the board in order and yields (name, tensor) to its server adapter;
 - `finalize` clears the board, which drops the last references: the store frees the buckets.
 
@@ -53,11 +53,10 @@ class WeightBoard:
             self._buckets.append(bucket)
             self._changed.notify_all()
 
-    async def close(self) -> int:
+    async def close(self) -> None:
         async with self._changed:
             self._closed = True
             self._changed.notify_all()
-            return len(self._buckets)
 
     async def bucket(self, index: int, timeout_s: float) -> list[ray.ObjectRef] | None:
         """Bucket `index`, waiting up to `timeout_s` for it; None once the push ended before it."""

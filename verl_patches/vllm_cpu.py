@@ -15,8 +15,8 @@ verl 0.9.1 is tested with vLLM 0.24 on GPUs. What differs on the CPU build, brid
   separated replicas) passes vLLM 0.24's `wait_for_inflight_requests`. The patch maps the old
   keyword onto `mode` (False: "abort", True: "wait").
 
-Applied in the vLLM engine's worker processes, which import verl (and so this plugin) through
-verl's worker extension class.
+Applied where vLLM's modules are imported: the engine's worker processes, which import verl (and so
+this plugin) through verl's worker extension class, and verl's vLLM server actor.
 """
 
 from __future__ import annotations
