@@ -38,25 +38,48 @@ def signalled_poll(client, **poll_kwargs):
     return poll, returned
 
 
+class EmptyPolls:
+    """Wraps `client.get_batch`: `seen` is set once the poll found the queue empty `needed` times;
+    `first_call` is when the poll first asked (after the poll started, so its wait covers from there)."""
+
+    def __init__(self, client, needed: int) -> None:
+        self.seen, self.needed, self.count, self.first_call = threading.Event(), needed, 0, None
+        self._get_batch = client.get_batch
+        client.get_batch = self.get_batch
+
+    def get_batch(self, *args, **kwargs):
+        if self.first_call is None:
+            self.first_call = time.monotonic()
+        batch = self._get_batch(*args, **kwargs)
+        if batch is None:
+            self.count += 1
+            if self.count >= self.needed:
+                self.seen.set()
+        return batch
+
+
 def test_prefetched_batch_is_the_posted_one_and_its_wait_ran_in_the_background(run_api):
     client = started_trainer(run_api.url)
     env_id = register_env(run_api.url, name="prefetch", weight=1.0, group_size=GROUP, max_token_length=64)
     # No poll deadline within reach: the poll can only come back with the batch, however loaded the machine.
     poll, returned = signalled_poll(client, max_wait_time=3600.0)
+    empty_polls = EmptyPolls(client, needed=2)
     prefetcher = BatchPrefetcher(poll)
     prefetcher.start()
     assert prefetcher.pending
-    time.sleep(1.0)  # the "training step": the queue is empty meanwhile, the poll keeps trying
+    # The "training step": the queue is empty meanwhile, and the poll keeps trying it.
+    assert empty_polls.seen.wait(60)
     assert not returned.is_set()
     rng = np.random.default_rng(0)
     groups = [make_group(rng, group_size=GROUP, env_id=env_id) for _ in range(2)]
+    posted = time.monotonic()
     post_groups(run_api.url, groups, env_id=env_id)
     assert returned.wait(60)  # the poll finds the batch while the step still trains
     batch, waited = prefetcher.take()
     assert not prefetcher.pending
     assert [g.tokens.tolist() for g in batch.groups] == [sum(g["tokens"], []) for g in groups]
     # The poll waited through the "step"; the caller, arriving after it came back, waited less.
-    assert batch.wait_s >= 1.0 and waited <= batch.wait_s, (batch.wait_s, waited)
+    assert batch.wait_s >= posted - empty_polls.first_call and waited <= batch.wait_s, (batch.wait_s, waited)
     assert prefetcher.close(timeout=5.0) is None
     assert_no_prefetch_thread_left()
 
@@ -66,9 +89,10 @@ def test_close_stops_a_poll_of_an_empty_queue_promptly(run_api):
     # max_wait_time far beyond the close timeout: close returns with the poll ended only if the poll
     # saw the stop event (within one poll interval), not by waiting the poll out.
     poll, returned = signalled_poll(client, max_wait_time=3600.0)
+    empty_polls = EmptyPolls(client, needed=1)
     prefetcher = BatchPrefetcher(poll)
     prefetcher.start()
-    time.sleep(0.5)
+    assert empty_polls.seen.wait(60)  # the poll is in its loop over the empty queue
     assert prefetcher.close(timeout=120.0) is None
     assert returned.is_set()
     assert_no_prefetch_thread_left()
