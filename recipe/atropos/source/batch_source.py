@@ -284,7 +284,13 @@ class AtroposBatchSource:
             interval = min(interval * 2, self.config.max_poll_interval)
 
     def _poll(self, step: int, deadline: float) -> AtroposBatch | None:
-        """A batch from Atropos, or None when it is unavailable or sent nothing before `deadline`."""
+        """A batch from Atropos, or None when it is unavailable or sent nothing before `deadline`; its
+        groups are reported to `groups_pulled` as soon as it is pulled (as the prefetch poll does)."""
+        batch = self._pull(step, deadline)
+        self._report_pulled(batch)
+        return batch
+
+    def _pull(self, step: int, deadline: float) -> AtroposBatch | None:
         fallback = self.config.fallback_to_grpo
         if not self.api_reached and not (fallback and self.config.fallback_before_api_reached):
             self._wait_for_first_contact(step, deadline)
@@ -372,8 +378,6 @@ class AtroposBatchSource:
             if batch is None:
                 return None
             polled.append(batch)
-            if not pending:  # a prefetched batch was reported when the prefetch pulled it
-                self._report_pulled(batch)
             for bad in batch.invalid:
                 self.step_drops.add(f"invalid_{bad.metric_key}", bad.env_id)
             if not batch.groups:
@@ -435,9 +439,7 @@ class AtroposBatchSource:
         except (AtroposUnavailableError, AtroposNotRegisteredError) as exc:
             logger.warning("prefetch poll failed (%s): polling again in the trainer", exc)
             self.registered = False
-            batch = self._poll(step, deadline)
-            self._report_pulled(batch)
-            return batch
+            return self._poll(step, deadline)
         if batch is None:
             logger.warning("No Atropos batch within %.1fs (prefetch)", self.config.max_wait_time)
             return None
