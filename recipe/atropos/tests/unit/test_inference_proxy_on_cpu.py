@@ -165,9 +165,9 @@ def test_gate_drains_in_flight_requests_and_holds_new_ones_until_the_new_version
     waiting = _generate_in_thread(served.url, results)
     time.sleep(0.5)
     assert len(results) == 1  # held at the closed gate
+    served.server.set_global_steps(5)  # the new weights are in place before the gate opens, as in the trainer's sync
     opened_at = time.monotonic()
     served.service.resume(policy_version=5)
-    served.server.set_global_steps(5)
     waiting.join(30)
     assert results[1][0] >= opened_at and results[1][1] == 200
     assert results[1][2]["policy_version"] == 5
