@@ -176,10 +176,11 @@ def test_gate_drains_in_flight_requests_and_holds_new_ones_until_the_new_version
 
 def test_drain_timeout_is_counted_not_raised_and_a_long_wait_gets_503(served):
     results = []
-    slow = _generate_in_thread(served.url, results, max_tokens=48)
-    while served.proxy.in_flight == 0:
-        time.sleep(0.005)
-    assert served.service.pause(drain_timeout=0.01) is False
+    with served.server._lock:  # the replica is busy: the request stays in flight until the lock is let go
+        slow = _generate_in_thread(served.url, results, max_tokens=8)
+        while served.proxy.in_flight == 0:
+            time.sleep(0.005)
+        assert served.service.pause(drain_timeout=0.01) is False
     assert served.proxy.stats.drain_timeouts == 1
     served.proxy.request_wait_timeout = 0.2
     rejected = requests.post(f"{served.url}/generate", json={"prompt": {"prompt_token_ids": [1, 2]}, "max_tokens": 2},
@@ -193,11 +194,12 @@ def test_drain_timeout_is_counted_not_raised_and_a_long_wait_gets_503(served):
 def test_gate_only_pause_returns_at_once_and_still_holds_new_requests(served):
     """hf_cpu's sync: the gate closes without waiting; the request in flight completes meanwhile."""
     results = []
-    first = _generate_in_thread(served.url, results, max_tokens=48)
-    while served.proxy.in_flight == 0:
-        time.sleep(0.005)
-    assert served.service.pause(drain_timeout=30.0, wait=False) is True
-    assert served.proxy.in_flight == 1  # returned while the request was still decoding
+    with served.server._lock:  # the replica is busy: the request stays in flight until the lock is let go
+        first = _generate_in_thread(served.url, results, max_tokens=8)
+        while served.proxy.in_flight == 0:
+            time.sleep(0.005)
+        assert served.service.pause(drain_timeout=30.0, wait=False) is True
+        assert served.proxy.in_flight == 1  # returned while the request was still decoding
     assert served.proxy.stats.drain_timeouts == 0
     held = _generate_in_thread(served.url, results)
     first.join(60)
